@@ -1,0 +1,121 @@
+//! Framed, counted, logged reads and writes on one connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bitcoin::hex::DisplayHex;
+use bitcoin::p2p::message::NetworkMessage;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+
+use super::hooks::MessageHooks;
+use super::stats::{Counters, OTHER_COMMAND};
+use super::{Direction, PeerId};
+use crate::wire::{encode_frame, DecodeError, Frame, V1Codec};
+
+/// Bytes of free buffer space ensured before each socket read. The buffer grows only as bytes
+/// arrive, never from a peer-announced length.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// Identity and counters of one peer, shared by its tasks and handles.
+pub(crate) struct PeerContext {
+    pub(crate) id: PeerId,
+    pub(crate) remote: SocketAddr,
+    pub(crate) direction: Direction,
+    pub(crate) counters: Counters,
+    pub(crate) hooks: Option<Arc<dyn MessageHooks>>,
+}
+
+impl PeerContext {
+    pub(crate) fn record_read(&self, frame: &Frame, now: Instant) {
+        let command = frame.message.command();
+        self.counters
+            .record_received(command.as_ref(), frame.wire_len, now);
+        tracing::debug!(peer = self.id.0, remote = %self.remote, command = %command, bytes = frame.wire_len, "received");
+        tracing::trace!(peer = self.id.0, frame = %frame.raw.as_hex(), "received frame");
+        if let Some(hooks) = &self.hooks {
+            hooks.message_read(self.id, self.remote, &frame.message, frame.wire_len);
+        }
+    }
+
+    pub(crate) fn record_written(&self, command: &str, frame: &[u8], now: Instant) {
+        self.counters.record_sent(command, frame.len(), now);
+        tracing::debug!(peer = self.id.0, remote = %self.remote, command, bytes = frame.len(), "sent");
+        tracing::trace!(peer = self.id.0, frame = %frame.as_hex(), "sent frame");
+        if let Some(hooks) = &self.hooks {
+            hooks.message_written(self.id, self.remote, command, frame);
+        }
+    }
+}
+
+/// Why [`read_frame`] returned no frame.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The remote closed at a frame boundary.
+    Closed,
+    /// Bad bytes; after a non-fatal one the next frame can be read.
+    Decode(DecodeError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Reads the next frame, growing `buf` in [`READ_CHUNK`] steps as bytes arrive. Counts and
+/// logs good frames; counts frames skipped for a non-fatal error under `*other*`.
+///
+/// Cancel safety: bytes read stay in `buf`, so dropping the future loses nothing.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    codec: &mut V1Codec,
+    ctx: &PeerContext,
+) -> Result<Frame, ReadError> {
+    loop {
+        let before = buf.len();
+        match codec.decode(buf) {
+            Ok(Some(frame)) => {
+                ctx.record_read(&frame, Instant::now());
+                return Ok(frame);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if !e.is_fatal() {
+                    ctx.counters
+                        .record_received(OTHER_COMMAND, before - buf.len(), Instant::now());
+                }
+                return Err(ReadError::Decode(e));
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
+            Ok(0) => {
+                return Err(ReadError::Decode(DecodeError::Truncated {
+                    buffered: buf.len(),
+                }))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+}
+
+/// Encodes and writes one message, flushing it (used by the handshake, where messages go
+/// one at a time).
+pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    codec: &V1Codec,
+    ctx: &PeerContext,
+    msg: &NetworkMessage,
+) -> io::Result<()> {
+    let frame: Bytes = encode_frame(codec.magic(), msg)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    wr.write_all(&frame).await?;
+    wr.flush().await?;
+    ctx.record_written(msg.cmd(), &frame, Instant::now());
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! [`PeerHandle`]: what other tasks use to talk to a running peer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bitcoin::hashes::Hash;
+use bitcoin::p2p::address::{AddrV2Message, Address};
+use bitcoin::p2p::message::{CommandString, NetworkMessage};
+use bitcoin::p2p::message_blockdata::{GetBlocksMessage, GetHeadersMessage, Inventory};
+use bitcoin::p2p::message_network::{Reject, RejectReason};
+use bitcoin::p2p::ServiceFlags;
+use bitcoin::BlockHash;
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::PeerContext;
+use super::inventory::{is_block, KnownInventory, Trickle};
+use super::ping::PingState;
+use super::push::{select_addresses, MAX_ADDR_TO_SEND};
+use super::stall::StallTracker;
+use super::{
+    Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
+    SendError,
+};
+use crate::wire::encode_frame;
+
+/// The first version that understands `reject` (BIP61).
+const REJECT_VERSION: u32 = 70002;
+
+/// A frame waiting for the writer.
+pub(crate) struct Outgoing {
+    pub(crate) frame: Bytes,
+    pub(crate) command: CommandString,
+    pub(crate) sent: Option<oneshot::Sender<()>>,
+}
+
+/// Mutable protocol state of a running peer, behind one short-held lock.
+pub(crate) struct State {
+    pub(crate) ping: PingState,
+    pub(crate) stall: StallTracker,
+    pub(crate) trickle: Trickle,
+    pub(crate) known: KnownInventory,
+    pub(crate) features: RemoteFeatures,
+    /// First locator hash and stop hash of our last getheaders / getblocks.
+    last_getheaders: Option<(Option<BlockHash>, BlockHash)>,
+    last_getblocks: Option<(Option<BlockHash>, BlockHash)>,
+}
+
+/// Everything a running peer's tasks and handles share.
+pub(crate) struct Shared {
+    pub(crate) ctx: Arc<PeerContext>,
+    pub(crate) config: PeerConfig,
+    pub(crate) negotiated: Negotiated,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) queued_bytes: AtomicUsize,
+    state: Mutex<State>,
+    last_block_height: AtomicI32,
+    /// Wakes the timer loop when a deadline may have moved earlier.
+    pub(crate) wake: Notify,
+    /// Bytes delivered to the handler queue and not yet handled; `drained` fires as it shrinks.
+    pub(crate) handler_backlog: AtomicUsize,
+    pub(crate) drained: Notify,
+    pub(crate) reading_paused: AtomicBool,
+    /// Fires when the peer decides to disconnect, for any reason.
+    pub(crate) stop: CancellationToken,
+    reason: OnceLock<DisconnectReason>,
+    /// Fires once every task of the peer ended and the socket is closed.
+    pub(crate) closed: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        ctx: Arc<PeerContext>,
+        config: PeerConfig,
+        negotiated: Negotiated,
+        outbox: mpsc::UnboundedSender<Outgoing>,
+    ) -> Shared {
+        let now = Instant::now();
+        let trickle_mean = match ctx.direction {
+            Direction::Inbound => config.inbound_trickle_interval,
+            Direction::Outbound => config.outbound_trickle_interval,
+        };
+        let state = State {
+            ping: PingState::new(now, config.ping_interval, config.ping_timeout),
+            stall: StallTracker::new(
+                config.headers_response_timeout,
+                config.getdata_response_timeout,
+            ),
+            trickle: Trickle::new(trickle_mean),
+            known: KnownInventory::new(config.known_inventory_capacity),
+            features: negotiated.features.clone(),
+            last_getheaders: None,
+            last_getblocks: None,
+        };
+        Shared {
+            last_block_height: AtomicI32::new(negotiated.start_height),
+            ctx,
+            config,
+            negotiated,
+            outbox,
+            queued_bytes: AtomicUsize::new(0),
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            handler_backlog: AtomicUsize::new(0),
+            drained: Notify::new(),
+            reading_paused: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            reason: OnceLock::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("peer state lock")
+    }
+
+    /// Records `reason` if none was recorded yet and stops the peer; returns the reason that
+    /// won.
+    pub(crate) fn disconnect_with(&self, reason: DisconnectReason) -> DisconnectReason {
+        let winner = self.reason.get_or_init(|| reason).clone();
+        self.stop.cancel();
+        winner
+    }
+
+    pub(crate) fn reason(&self) -> Option<DisconnectReason> {
+        self.reason.get().cloned()
+    }
+
+    /// Encodes and queues `msg` for the writer.
+    pub(crate) fn enqueue(
+        &self,
+        msg: &NetworkMessage,
+        sent: Option<oneshot::Sender<()>>,
+    ) -> Result<(), SendError> {
+        if self.stop.is_cancelled() {
+            return Err(SendError::Disconnected);
+        }
+        match msg {
+            NetworkMessage::Version(_) | NetworkMessage::Verack => {
+                return Err(SendError::HandshakeMessage {
+                    command: msg.cmd().to_string(),
+                })
+            }
+            NetworkMessage::GetHeaders(_) => {
+                self.state().stall.requested_headers(Instant::now());
+                self.wake.notify_one();
+            }
+            NetworkMessage::GetData(items) => {
+                let now = Instant::now();
+                let mut state = self.state();
+                for item in items {
+                    if let Some(hash) = item_hash(item) {
+                        state.stall.requested_item(hash, now);
+                    }
+                }
+                drop(state);
+                self.wake.notify_one();
+            }
+            NetworkMessage::Inv(items) => {
+                let mut state = self.state();
+                for item in items {
+                    state.known.insert(item);
+                }
+            }
+            _ => {}
+        }
+        let frame = encode_frame(self.ctx_magic(), msg)?;
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.config.send_queue_limit {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.disconnect_with(DisconnectReason::SendQueueFull {
+                queued,
+                limit: self.config.send_queue_limit,
+            });
+            return Err(SendError::QueueFull { queued });
+        }
+        self.outbox
+            .send(Outgoing {
+                frame,
+                command: msg.command(),
+                sent,
+            })
+            .map_err(|_| SendError::Disconnected)
+    }
+
+    fn ctx_magic(&self) -> bitcoin::p2p::Magic {
+        self.config.network.magic()
+    }
+}
+
+/// The 32-byte hash a reply to this `getdata` item carries, for stall tracking.
+pub(crate) fn item_hash(item: &Inventory) -> Option<[u8; 32]> {
+    match item {
+        Inventory::Transaction(t) | Inventory::WitnessTransaction(t) => Some(t.to_byte_array()),
+        Inventory::WTx(w) => Some(w.to_byte_array()),
+        Inventory::Block(b) | Inventory::WitnessBlock(b) | Inventory::CompactBlock(b) => {
+            Some(b.to_byte_array())
+        }
+        Inventory::Unknown { hash, .. } => Some(*hash),
+        Inventory::Error => None,
+    }
+}
+
+/// A cheap, cloneable reference to a handshaked peer, usable from any task.
+///
+/// Every method is non-blocking except [`send_and_wait`](Self::send_and_wait) and
+/// [`closed`](Self::closed). After the peer disconnected, sends fail with
+/// [`SendError::Disconnected`] and the getters keep returning the last values.
+#[derive(Clone)]
+pub struct PeerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHandle")
+            .field("id", &self.id())
+            .field("remote", &self.remote())
+            .finish()
+    }
+}
+
+impl PeerHandle {
+    /// The peer's id.
+    pub fn id(&self) -> PeerId {
+        self.shared.ctx.id
+    }
+
+    /// The remote socket address.
+    pub fn remote(&self) -> SocketAddr {
+        self.shared.ctx.remote
+    }
+
+    /// Who opened the connection.
+    pub fn direction(&self) -> Direction {
+        self.shared.ctx.direction
+    }
+
+    /// What the handshake agreed on.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.shared.negotiated
+    }
+
+    /// The remote's features now: those of the handshake, updated by later `sendheaders` and
+    /// `sendcmpct`.
+    pub fn remote_features(&self) -> RemoteFeatures {
+        self.shared.state().features.clone()
+    }
+
+    /// Queues `msg` without waiting.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] after disconnect; [`SendError::HandshakeMessage`] for
+    /// `version`/`verack`; [`SendError::Oversize`] for payloads over 4,000,000 bytes;
+    /// [`SendError::QueueFull`] when the queue would exceed
+    /// [`send_queue_limit`](super::PeerConfig::send_queue_limit) bytes, which also disconnects
+    /// the peer with [`DisconnectReason::SendQueueFull`].
+    pub fn send(&self, msg: NetworkMessage) -> Result<(), SendError> {
+        self.shared.enqueue(&msg, None)
+    }
+
+    /// Queues `msg` and waits until its frame has been written to the socket.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), plus [`SendError::Disconnected`] if the peer disconnects before
+    /// the frame was written.
+    pub async fn send_and_wait(&self, msg: NetworkMessage) -> Result<(), SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.enqueue(&msg, Some(tx))?;
+        rx.await.map_err(|_| SendError::Disconnected)
+    }
+
+    /// Queues inventory for announcement. Items the remote is known to have are skipped.
+    /// Block items (`Block`, `WitnessBlock`, `CompactBlock`) are announced at once in one
+    /// `inv`; others are trickled on Poisson intervals (see
+    /// [`PeerConfig::inbound_trickle_interval`](super::PeerConfig::inbound_trickle_interval))
+    /// in batches of at most 1000, and dropped if the remote's `version` had `relay = false`.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), for the immediate block announcement.
+    pub fn queue_inventory(
+        &self,
+        items: impl IntoIterator<Item = Inventory>,
+    ) -> Result<(), SendError> {
+        if self.shared.stop.is_cancelled() {
+            return Err(SendError::Disconnected);
+        }
+        let now = Instant::now();
+        let mut blocks = Vec::new();
+        let mut rng = rand::thread_rng();
+        let relay = self.shared.negotiated.relay;
+        {
+            let mut state = self.shared.state();
+            let state = &mut *state;
+            for item in items {
+                if state.known.contains(&item) {
+                    continue;
+                }
+                if is_block(&item) {
+                    state.known.insert(&item);
+                    blocks.push(item);
+                } else if relay && !state.trickle.push(item, now, rng.gen()) {
+                    tracing::debug!(peer = self.id().0, "inventory queue full; item dropped");
+                }
+            }
+        }
+        self.shared.wake.notify_one();
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        for batch in blocks.chunks(super::inventory::MAX_INV_PER_MESSAGE) {
+            self.shared
+                .enqueue(&NetworkMessage::Inv(batch.to_vec()), None)?;
+        }
+        Ok(())
+    }
+
+    /// Sends addresses: `addrv2` (BIP155) if the remote sent `sendaddrv2`, else `addr` with
+    /// the IPv4/IPv6 entries only. At most [`MAX_ADDR_TO_SEND`] go out, a uniformly random
+    /// subset without duplicates when more are given (see [`select_addresses`]). Returns how
+    /// many were sent; nothing is sent for an empty selection.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn push_addresses(&self, addrs: &[AddrV2Message]) -> Result<usize, SendError> {
+        let mut rng = rand::thread_rng();
+        let (msg, n) = if self.shared.state().features.addr_v2 {
+            let chosen = select_addresses(addrs, MAX_ADDR_TO_SEND, &mut rng);
+            let n = chosen.len();
+            (NetworkMessage::AddrV2(chosen), n)
+        } else {
+            // `addr` carries only IPv4/IPv6; filter before sampling so the cap is filled.
+            let ip: Vec<AddrV2Message> = addrs
+                .iter()
+                .filter(|a| a.socket_addr().is_ok())
+                .cloned()
+                .collect();
+            let v1: Vec<(u32, Address)> = select_addresses(&ip, MAX_ADDR_TO_SEND, &mut rng)
+                .iter()
+                .filter_map(|a| Some((a.time, Address::new(&a.socket_addr().ok()?, a.services))))
+                .collect();
+            let n = v1.len();
+            (NetworkMessage::Addr(v1), n)
+        };
+        if n > 0 {
+            self.shared.enqueue(&msg, None)?;
+        }
+        Ok(n)
+    }
+
+    /// Sends `getheaders` with `locator` (newest first) and `stop` (all-zero for "as many as
+    /// possible"), unless the previous `getheaders` had the same first locator hash and stop
+    /// hash (btcd's duplicate filter). Returns whether it was sent. Starts the
+    /// [headers stall deadline](super::PeerConfig::headers_response_timeout).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn push_getheaders(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+    ) -> Result<bool, SendError> {
+        let key = (locator.first().copied(), stop);
+        if self.shared.state().last_getheaders.replace(key) == Some(key) {
+            return Ok(false);
+        }
+        let mut msg = GetHeadersMessage::new(locator, stop);
+        msg.version = self.shared.negotiated.protocol_version;
+        self.shared
+            .enqueue(&NetworkMessage::GetHeaders(msg), None)
+            .map(|()| true)
+    }
+
+    /// Sends `getblocks`, with the same duplicate rule as [`push_getheaders`](Self::push_getheaders).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn push_getblocks(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+    ) -> Result<bool, SendError> {
+        let key = (locator.first().copied(), stop);
+        if self.shared.state().last_getblocks.replace(key) == Some(key) {
+            return Ok(false);
+        }
+        let mut msg = GetBlocksMessage::new(locator, stop);
+        msg.version = self.shared.negotiated.protocol_version;
+        self.shared
+            .enqueue(&NetworkMessage::GetBlocks(msg), None)
+            .map(|()| true)
+    }
+
+    /// Sends a legacy `reject` (BIP61; removed from Core in 0.20) if the negotiated version is
+    /// at least 70002; returns whether it was sent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn push_reject(
+        &self,
+        command: &str,
+        code: RejectReason,
+        reason: &str,
+        hash: bitcoin::hashes::sha256d::Hash,
+    ) -> Result<bool, SendError> {
+        if self.shared.negotiated.protocol_version < REJECT_VERSION {
+            return Ok(false);
+        }
+        let msg = Reject {
+            message: command.to_string().into(),
+            ccode: code,
+            reason: reason.to_string().into(),
+            hash,
+        };
+        self.shared
+            .enqueue(&NetworkMessage::Reject(msg), None)
+            .map(|()| true)
+    }
+
+    /// Raises the remote's last announced block height to `height` (never lowers it).
+    pub fn update_last_block_height(&self, height: i32) {
+        self.shared
+            .last_block_height
+            .fetch_max(height, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the peer's identity, traffic and timings.
+    pub fn stats(&self) -> PeerStats {
+        let n = &self.shared.negotiated;
+        let (last_ping, min_ping) = {
+            let state = self.shared.state();
+            (state.ping.last_rtt, state.ping.min_rtt)
+        };
+        let mut s = PeerStats {
+            id: self.id(),
+            remote: self.remote(),
+            direction: self.direction(),
+            services: n.services,
+            user_agent: n.user_agent.clone(),
+            protocol_version: n.protocol_version,
+            start_height: n.start_height,
+            last_block_height: self.shared.last_block_height.load(Ordering::Relaxed),
+            bytes_sent: 0,
+            bytes_received: 0,
+            messages_sent: 0,
+            messages_received: 0,
+            bytes_sent_per_command: Default::default(),
+            bytes_received_per_command: Default::default(),
+            connected_at: self.shared.ctx.counters.connected_at_wall,
+            last_send: None,
+            last_receive: None,
+            last_ping,
+            min_ping,
+            time_offset: n.time_offset,
+        };
+        self.shared.ctx.counters.fill(&mut s);
+        s
+    }
+
+    /// Whether we advertise `flags` (for handlers deciding what to serve).
+    pub fn we_offer(&self, flags: ServiceFlags) -> bool {
+        self.shared.config.services.has(flags)
+    }
+
+    /// Asks the peer to disconnect with [`DisconnectReason::LocalRequest`]. Idempotent; callable
+    /// from any task; returns at once (await [`closed`](Self::closed) to wait).
+    pub fn disconnect(&self) {
+        self.shared.disconnect_with(DisconnectReason::LocalRequest);
+    }
+
+    /// Whether the peer has decided to disconnect (it may still be closing).
+    pub fn is_disconnected(&self) -> bool {
+        self.shared.stop.is_cancelled()
+    }
+
+    /// Why the peer disconnected, once it has.
+    pub fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        self.shared.reason()
+    }
+
+    /// Waits until every task of the peer has ended and its socket is closed; returns why.
+    pub async fn closed(&self) -> DisconnectReason {
+        self.shared.closed.cancelled().await;
+        self.shared
+            .reason()
+            .unwrap_or(DisconnectReason::LocalRequest)
+    }
+}

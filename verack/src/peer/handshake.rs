@@ -1,0 +1,263 @@
+//! The synchronous version/verack exchange (see the [module docs](super) for the steps).
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bitcoin::p2p::address::Address;
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::message_network::VersionMessage;
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{read_frame, write_message, ReadError};
+use super::run::HandshakedPeer;
+use super::{BoxError, Direction, HandshakeError, Negotiated, Peer, RemoteFeatures};
+
+/// Messages other than `verack` and feature negotiation held during the handshake: 3 (dcrd).
+pub const MAX_HELD_MESSAGES: usize = 3;
+/// The first version with `wtxidrelay` (BIP339) and `sendaddrv2` (BIP155).
+pub const WTXID_RELAY_VERSION: u32 = 70016;
+
+/// What the exchange produced.
+pub(crate) struct Exchange {
+    pub(crate) negotiated: Negotiated,
+    pub(crate) held: Vec<NetworkMessage>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
+    /// Exchanges `version` and `verack` with the remote, within the configured
+    /// [`handshake_timeout`](super::PeerConfig::handshake_timeout).
+    ///
+    /// `on_version` sees the remote `version` after the built-in checks passed and before we
+    /// send anything more; returning `Err` fails the handshake with
+    /// [`HandshakeError::Refused`] carrying that error unchanged. It may rely on the remote
+    /// `version` being decoded and its version being at least our minimum; it must not assume
+    /// a `verack` will follow.
+    ///
+    /// # Errors
+    /// Every [`HandshakeError`] kind: [`NotVersion`](HandshakeError::NotVersion),
+    /// [`SelfConnection`](HandshakeError::SelfConnection),
+    /// [`ProtocolTooOld`](HandshakeError::ProtocolTooOld),
+    /// [`NotVerack`](HandshakeError::NotVerack), [`Timeout`](HandshakeError::Timeout),
+    /// [`Cancelled`](HandshakeError::Cancelled) when `cancel` fires first,
+    /// [`Refused`](HandshakeError::Refused), [`Io`](HandshakeError::Io),
+    /// [`Framing`](HandshakeError::Framing). On error the connection is dropped (closed).
+    pub async fn handshake<F, E>(
+        mut self,
+        cancel: &CancellationToken,
+        on_version: F,
+    ) -> Result<HandshakedPeer<S>, HandshakeError>
+    where
+        F: FnOnce(&VersionMessage) -> Result<(), E>,
+        E: Into<BoxError>,
+    {
+        let after = self.config.handshake_timeout;
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(HandshakeError::Cancelled),
+            r = tokio::time::timeout(after, self.exchange(on_version)) => {
+                r.unwrap_or(Err(HandshakeError::Timeout { after }))
+            }
+        };
+        match result {
+            Ok(exchange) => Ok(HandshakedPeer::start(self, exchange)),
+            Err(e) => {
+                tracing::debug!(peer = self.ctx.id.0, remote = %self.ctx.remote, error = %e, "handshake failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange<F, E>(&mut self, on_version: F) -> Result<Exchange, HandshakeError>
+    where
+        F: FnOnce(&VersionMessage) -> Result<(), E>,
+        E: Into<BoxError>,
+    {
+        let local_nonce = loop {
+            let n: u64 = rand::rngs::OsRng.gen();
+            if n != 0 {
+                break n;
+            }
+        };
+        let exchange = match self.ctx.direction {
+            Direction::Outbound => {
+                self.config.nonce_cache.insert(local_nonce);
+                self.send(self.our_version(local_nonce)).await?;
+                let remote = self.read_version().await?;
+                let version = self.check_version(&remote, on_version)?;
+                let (features, held) = self.read_until_verack(version).await?;
+                self.send_negotiation(version).await?;
+                self.send(NetworkMessage::Verack).await?;
+                self.negotiated(remote, version, local_nonce, features, held)
+            }
+            Direction::Inbound => {
+                let remote = self.read_version().await?;
+                let version = self.check_version(&remote, on_version)?;
+                self.send(self.our_version(local_nonce)).await?;
+                self.send_negotiation(version).await?;
+                self.send(NetworkMessage::Verack).await?;
+                let (features, held) = self.read_until_verack(version).await?;
+                self.negotiated(remote, version, local_nonce, features, held)
+            }
+        };
+        Ok(exchange)
+    }
+
+    fn our_version(&self, nonce: u64) -> NetworkMessage {
+        let unroutable = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
+        let mut v = VersionMessage::new(
+            self.config.services,
+            unix_now(),
+            Address::new(&self.ctx.remote, bitcoin::p2p::ServiceFlags::NONE),
+            Address::new(
+                &self.config.local_address.unwrap_or(unroutable),
+                self.config.services,
+            ),
+            nonce,
+            self.config.user_agent.clone(),
+            self.config.start_height.get(),
+        );
+        v.version = self.config.protocol_version;
+        v.relay = self.config.relay;
+        NetworkMessage::Version(v)
+    }
+
+    /// Checks a remote `version`; returns the negotiated protocol version.
+    fn check_version<F, E>(
+        &self,
+        remote: &VersionMessage,
+        on_version: F,
+    ) -> Result<u32, HandshakeError>
+    where
+        F: FnOnce(&VersionMessage) -> Result<(), E>,
+        E: Into<BoxError>,
+    {
+        if self.config.nonce_cache.contains(remote.nonce) {
+            return Err(HandshakeError::SelfConnection {
+                nonce: remote.nonce,
+            });
+        }
+        if remote.version < self.config.min_protocol_version {
+            return Err(HandshakeError::ProtocolTooOld {
+                version: remote.version,
+                min: self.config.min_protocol_version,
+            });
+        }
+        on_version(remote).map_err(|e| HandshakeError::Refused(e.into()))?;
+        Ok(remote.version.min(self.config.protocol_version))
+    }
+
+    async fn send_negotiation(&mut self, version: u32) -> Result<(), HandshakeError> {
+        if version >= WTXID_RELAY_VERSION {
+            self.send(NetworkMessage::WtxidRelay).await?;
+            self.send(NetworkMessage::SendAddrV2).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_version(&mut self) -> Result<VersionMessage, HandshakeError> {
+        match self.read().await? {
+            NetworkMessage::Version(v) => Ok(v),
+            other => Err(HandshakeError::NotVersion {
+                command: other.command().to_string(),
+            }),
+        }
+    }
+
+    /// Reads until `verack`, recording feature negotiation and holding up to
+    /// [`MAX_HELD_MESSAGES`] others.
+    async fn read_until_verack(
+        &mut self,
+        version: u32,
+    ) -> Result<(RemoteFeatures, Vec<NetworkMessage>), HandshakeError> {
+        let mut features = RemoteFeatures::default();
+        let mut held = Vec::new();
+        loop {
+            match self.read().await? {
+                NetworkMessage::Verack => return Ok((features, held)),
+                NetworkMessage::SendHeaders => features.send_headers = true,
+                NetworkMessage::SendCmpct(m) => features.compact_blocks = Some(m),
+                // Core ignores wtxidrelay from peers below 70016.
+                NetworkMessage::WtxidRelay => {
+                    features.wtxid_relay |= version >= WTXID_RELAY_VERSION
+                }
+                NetworkMessage::SendAddrV2 => features.addr_v2 = true,
+                NetworkMessage::Unknown { command, payload }
+                    if command.as_ref() == "sendtxrcncl" =>
+                {
+                    features.tx_reconciliation = Some(payload)
+                }
+                NetworkMessage::Unknown { command, payload } if command.as_ref() == "feature" => {
+                    features.features.push(payload)
+                }
+                other @ NetworkMessage::Version(_) => {
+                    return Err(HandshakeError::NotVerack {
+                        command: other.command().to_string(),
+                    })
+                }
+                other if held.len() == MAX_HELD_MESSAGES => {
+                    return Err(HandshakeError::NotVerack {
+                        command: other.command().to_string(),
+                    })
+                }
+                other => held.push(other),
+            }
+        }
+    }
+
+    fn negotiated(
+        &self,
+        remote: VersionMessage,
+        protocol_version: u32,
+        local_nonce: u64,
+        features: RemoteFeatures,
+        held: Vec<NetworkMessage>,
+    ) -> Exchange {
+        Exchange {
+            negotiated: Negotiated {
+                protocol_version,
+                remote_version: remote.version,
+                services: remote.services,
+                user_agent: remote.user_agent,
+                start_height: remote.start_height,
+                relay: remote.relay,
+                time_offset: remote.timestamp.saturating_sub(unix_now()),
+                remote_nonce: remote.nonce,
+                local_nonce,
+                features,
+            },
+            held,
+        }
+    }
+
+    async fn read(&mut self) -> Result<NetworkMessage, HandshakeError> {
+        match read_frame(
+            &mut self.stream,
+            &mut self.read_buf,
+            &mut self.codec,
+            &self.ctx,
+        )
+        .await
+        {
+            Ok(frame) => Ok(frame.message),
+            Err(ReadError::Closed) => {
+                Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Err(ReadError::Decode(e)) => Err(HandshakeError::Framing(e)),
+            Err(ReadError::Io(e)) => Err(HandshakeError::Io(e)),
+        }
+    }
+
+    async fn send(&mut self, msg: NetworkMessage) -> Result<(), HandshakeError> {
+        Ok(write_message(&mut self.stream, &self.codec, &self.ctx, &msg).await?)
+    }
+}
+
+/// Seconds since the Unix epoch, for `version` timestamps and the time offset.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,154 @@
+//! What the peer itself does with each message received after the handshake, before (and
+//! whether) the handler sees it.
+
+use bitcoin::hashes::Hash;
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::ServiceFlags;
+use tokio::time::Instant;
+
+use super::handle::{item_hash, Shared};
+use super::ping::BIP31_VERSION;
+use super::{DisconnectReason, Violation};
+
+/// The first version at which unsolicited BIP37 filter messages disconnect (BIP111).
+pub const BIP111_VERSION: u32 = 70011;
+/// Core's `MAX_INV_SZ`: entries in `inv`, `getdata`, `notfound`.
+pub const MAX_INV_ENTRIES: usize = 50_000;
+/// Core's `MAX_HEADERS_RESULTS`: headers in one `headers`.
+pub const MAX_HEADERS_ENTRIES: usize = 2000;
+/// Core's `MAX_ADDR_TO_SEND` as a receive limit: entries in `addr`/`addrv2`.
+pub const MAX_ADDR_ENTRIES: usize = 1000;
+/// Core's `MAX_LOCATOR_SZ`: hashes in a `getheaders`/`getblocks` locator.
+pub const MAX_LOCATOR_ENTRIES: usize = 101;
+
+/// Whether the handler should see the message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Deliver,
+    Drop,
+}
+
+fn too_many(command: &str, count: usize, max: usize) -> Result<Delivery, DisconnectReason> {
+    if count > max {
+        Err(DisconnectReason::ProtocolViolation(
+            Violation::TooManyEntries {
+                command: command.to_string(),
+                count,
+                max,
+            },
+        ))
+    } else {
+        Ok(Delivery::Deliver)
+    }
+}
+
+fn violation(v: Violation) -> Result<Delivery, DisconnectReason> {
+    Err(DisconnectReason::ProtocolViolation(v))
+}
+
+/// Applies protocol rules and bookkeeping for `msg`.
+pub(crate) fn on_received(
+    shared: &Shared,
+    msg: &NetworkMessage,
+    now: Instant,
+) -> Result<Delivery, DisconnectReason> {
+    use NetworkMessage as M;
+    let version = shared.negotiated.protocol_version;
+    match msg {
+        M::Version(_) | M::Verack => violation(Violation::RepeatedHandshake {
+            command: msg.cmd().to_string(),
+        }),
+        M::WtxidRelay | M::SendAddrV2 => violation(Violation::LateNegotiation {
+            command: msg.cmd().to_string(),
+        }),
+        M::Unknown { command, .. } if matches!(command.as_ref(), "sendtxrcncl" | "feature") => {
+            violation(Violation::LateNegotiation {
+                command: command.to_string(),
+            })
+        }
+        M::FilterLoad(_) | M::FilterAdd(_) | M::FilterClear
+            if !shared.config.services.has(ServiceFlags::BLOOM) =>
+        {
+            if version >= BIP111_VERSION {
+                violation(Violation::BloomNotOffered {
+                    command: msg.cmd().to_string(),
+                })
+            } else {
+                Ok(Delivery::Drop)
+            }
+        }
+        M::Ping(nonce) => {
+            if version > BIP31_VERSION {
+                // A failure here means we are already disconnecting.
+                let _ = shared.enqueue(&M::Pong(*nonce), None);
+            }
+            Ok(Delivery::Deliver)
+        }
+        M::Pong(nonce) => {
+            shared.state().ping.on_pong(*nonce, now);
+            Ok(Delivery::Deliver)
+        }
+        M::Headers(headers) => {
+            shared.state().stall.received_headers();
+            too_many("headers", headers.len(), MAX_HEADERS_ENTRIES)
+        }
+        M::Inv(items) => {
+            let verdict = too_many("inv", items.len(), MAX_INV_ENTRIES)?;
+            let mut state = shared.state();
+            for item in items {
+                state.known.insert(item);
+            }
+            Ok(verdict)
+        }
+        M::GetData(items) => too_many("getdata", items.len(), MAX_INV_ENTRIES),
+        M::NotFound(items) => {
+            let verdict = too_many("notfound", items.len(), MAX_INV_ENTRIES)?;
+            let mut state = shared.state();
+            for hash in items.iter().filter_map(item_hash) {
+                state.stall.received_item(&hash);
+            }
+            Ok(verdict)
+        }
+        M::Block(block) => received_item(shared, || vec![block.block_hash().to_byte_array()]),
+        M::MerkleBlock(mb) => {
+            received_item(shared, || vec![mb.header.block_hash().to_byte_array()])
+        }
+        M::CmpctBlock(cb) => received_item(shared, || {
+            vec![cb.compact_block.header.block_hash().to_byte_array()]
+        }),
+        M::Tx(tx) => received_item(shared, || {
+            vec![
+                tx.compute_txid().to_byte_array(),
+                tx.compute_wtxid().to_byte_array(),
+            ]
+        }),
+        M::Addr(a) => too_many("addr", a.len(), MAX_ADDR_ENTRIES),
+        M::AddrV2(a) => too_many("addrv2", a.len(), MAX_ADDR_ENTRIES),
+        M::GetHeaders(m) => too_many("getheaders", m.locator_hashes.len(), MAX_LOCATOR_ENTRIES),
+        M::GetBlocks(m) => too_many("getblocks", m.locator_hashes.len(), MAX_LOCATOR_ENTRIES),
+        M::SendHeaders => {
+            shared.state().features.send_headers = true;
+            Ok(Delivery::Deliver)
+        }
+        M::SendCmpct(m) => {
+            shared.state().features.compact_blocks = Some(m.clone());
+            Ok(Delivery::Deliver)
+        }
+        _ => Ok(Delivery::Deliver),
+    }
+}
+
+/// Clears the stall deadlines of a reply's hashes; hashes are computed only when items are
+/// outstanding.
+fn received_item(
+    shared: &Shared,
+    hashes: impl FnOnce() -> Vec<[u8; 32]>,
+) -> Result<Delivery, DisconnectReason> {
+    let mut state = shared.state();
+    if state.stall.awaits_items() {
+        for hash in hashes() {
+            state.stall.received_item(&hash);
+        }
+    }
+    Ok(Delivery::Deliver)
+}

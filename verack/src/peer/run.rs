@@ -1,0 +1,425 @@
+//! [`HandshakedPeer`] and its full-duplex run loop: thin tokio glue around the pure pieces
+//! (ping, stall, trickle, flood, receive rules).
+//!
+//! `run` drives, on the caller's task, three concurrent futures — the reader, the writer and
+//! the timer loop — and spawns one handler task. Whichever decides first (remote closed, a
+//! violation, a timeout, a local request, cancellation) sets the reason; then the socket is
+//! shut down and dropped (closed once), the handler task drains what was already delivered and
+//! ends, pending `send_and_wait` calls fail, and [`PeerHandle::closed`] fires.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bitcoin::p2p::message::NetworkMessage;
+use bytes::BytesMut;
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{read_frame, ReadError};
+use super::flood::check_flood;
+use super::handle::{Outgoing, PeerHandle, Shared};
+use super::handshake::Exchange;
+use super::hooks::MessageHandler;
+use super::ping::{PingAction, BIP31_VERSION};
+use super::receive::{on_received, Delivery};
+use super::{Direction, DisconnectReason, Negotiated, Peer, PeerId};
+use crate::wire::V1Codec;
+
+/// Frames coalesced into one socket write: up to this many bytes…
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// …or this many frames.
+const MAX_BATCH_FRAMES: usize = 1024;
+/// Bytes per extra second of write deadline (dcrd: 1 s per 256 KiB).
+const WRITE_BYTES_PER_SECOND_OF_DEADLINE: usize = 256 * 1024;
+/// How long closing waits for the remote to take our FIN.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// A peer whose handshake succeeded. Only this type can [`run`](Self::run) and hand out
+/// [`PeerHandle`]s.
+///
+/// Messages sent through handles before `run` starts wait in the queue and are written once it
+/// does. Dropping a `HandshakedPeer` without running it closes the connection and completes
+/// [`PeerHandle::closed`] with [`DisconnectReason::LocalRequest`].
+pub struct HandshakedPeer<S> {
+    stream: S,
+    read_buf: BytesMut,
+    codec: V1Codec,
+    shared: Arc<Shared>,
+    outbox: mpsc::UnboundedReceiver<Outgoing>,
+    /// Messages held during the handshake, with their wire sizes.
+    held: Vec<NetworkMessage>,
+    _closed: ClosedGuard,
+}
+
+/// Completes `closed` (and records a reason) however the peer ends, even if never run.
+struct ClosedGuard(Arc<Shared>);
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        self.0.disconnect_with(DisconnectReason::LocalRequest);
+        self.0.closed.cancel();
+    }
+}
+
+impl<S> fmt::Debug for HandshakedPeer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakedPeer")
+            .field("id", &self.shared.ctx.id)
+            .field("remote", &self.shared.ctx.remote)
+            .field("negotiated", &self.shared.negotiated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
+    pub(crate) fn start(peer: Peer<S>, exchange: Exchange) -> HandshakedPeer<S> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(peer.ctx, peer.config, exchange.negotiated, tx));
+        tracing::debug!(
+            peer = shared.ctx.id.0,
+            remote = %shared.ctx.remote,
+            version = shared.negotiated.protocol_version,
+            user_agent = %shared.negotiated.user_agent,
+            "handshake complete"
+        );
+        HandshakedPeer {
+            stream: peer.stream,
+            read_buf: peer.read_buf,
+            codec: peer.codec,
+            _closed: ClosedGuard(shared.clone()),
+            shared,
+            outbox: rx,
+            held: exchange.held,
+        }
+    }
+
+    /// What the handshake agreed on.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.shared.negotiated
+    }
+
+    /// A handle for sending, stats and disconnecting; clone freely.
+    pub fn handle(&self) -> PeerHandle {
+        PeerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The peer's id.
+    pub fn id(&self) -> PeerId {
+        self.shared.ctx.id
+    }
+
+    /// The remote socket address.
+    pub fn remote(&self) -> SocketAddr {
+        self.shared.ctx.remote
+    }
+
+    /// Who opened the connection.
+    pub fn direction(&self) -> Direction {
+        self.shared.ctx.direction
+    }
+
+    /// Runs full-duplex I/O until the peer disconnects; returns why.
+    ///
+    /// Messages held during the handshake reach `handler` first. `cancel` ends the peer with
+    /// [`DisconnectReason::Cancelled`]. When this returns, the socket is closed, the handler
+    /// task has ended and [`PeerHandle::closed`] has fired. If this future is dropped instead,
+    /// the handler task is aborted and the socket closed on drop. Must be called within a
+    /// tokio runtime (the handler task is spawned).
+    pub async fn run<H: MessageHandler>(
+        self,
+        handler: H,
+        cancel: CancellationToken,
+    ) -> DisconnectReason {
+        let HandshakedPeer {
+            stream,
+            mut read_buf,
+            mut codec,
+            shared,
+            mut outbox,
+            held,
+            _closed,
+        } = self;
+        let (to_handler, from_reader) = mpsc::unbounded_channel();
+        for message in held {
+            // Held messages were counted when read; their size is not tracked for backpressure.
+            let _ = to_handler.send((message, 0));
+        }
+        let handler_task = AbortOnDrop(tokio::spawn(handler_loop(
+            handler,
+            from_reader,
+            PeerHandle {
+                shared: shared.clone(),
+            },
+        )));
+        let (mut rd, mut wr) = tokio::io::split(stream);
+
+        let decided = tokio::select! {
+            r = read_loop(&mut rd, &mut read_buf, &mut codec, &shared, &to_handler) => r,
+            r = write_loop(&mut wr, &mut outbox, &shared) => r,
+            r = timer_loop(&shared) => r,
+            _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
+            _ = cancel.cancelled() => DisconnectReason::Cancelled,
+        };
+        let reason = shared.disconnect_with(decided);
+        tracing::debug!(peer = shared.ctx.id.0, remote = %shared.ctx.remote, %reason, "disconnecting");
+
+        drop(to_handler);
+        let mut stream = rd.unsplit(wr);
+        let _ = timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
+        drop(stream);
+        drop(outbox); // pending send_and_wait calls now fail
+        handler_task.join().await;
+        drop(_closed);
+        reason
+    }
+}
+
+/// Aborts the task if dropped before it was joined, so no task outlives its peer.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for AbortOnDrop {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+async fn handler_loop<H: MessageHandler>(
+    mut handler: H,
+    mut messages: mpsc::UnboundedReceiver<(NetworkMessage, usize)>,
+    peer: PeerHandle,
+) {
+    while let Some((message, size)) = messages.recv().await {
+        handler.on_message(&peer, message).await;
+        peer.shared
+            .handler_backlog
+            .fetch_sub(size, Ordering::AcqRel);
+        peer.shared.drained.notify_waiters();
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    codec: &mut V1Codec,
+    shared: &Shared,
+    to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
+) -> DisconnectReason {
+    loop {
+        wait_for_handler(shared).await;
+        let frame = match read_frame(rd, buf, codec, &shared.ctx).await {
+            Ok(frame) => frame,
+            Err(ReadError::Closed) => return DisconnectReason::RemoteClosed,
+            Err(ReadError::Decode(e)) if !e.is_fatal() => {
+                // Core drops a frame with a bad checksum or undecodable payload and keeps the
+                // connection.
+                tracing::debug!(peer = shared.ctx.id.0, error = %e, "skipping bad frame");
+                continue;
+            }
+            Err(ReadError::Decode(e)) => return DisconnectReason::Framing(e),
+            Err(ReadError::Io(e)) => return DisconnectReason::Io(Arc::new(e)),
+        };
+        let now = Instant::now();
+        let counters = &shared.ctx.counters;
+        let received = counters.messages_received();
+        if let Err(rate) = check_flood(
+            shared.config.max_messages_per_second,
+            received,
+            now - counters.connected_at,
+        ) {
+            return DisconnectReason::Flooding {
+                rate,
+                limit: shared.config.max_messages_per_second.unwrap_or(0.0),
+            };
+        }
+        match on_received(shared, &frame.message, now) {
+            Ok(Delivery::Deliver) => {
+                shared
+                    .handler_backlog
+                    .fetch_add(frame.wire_len, Ordering::AcqRel);
+                if to_handler.send((frame.message, frame.wire_len)).is_err() {
+                    return DisconnectReason::LocalRequest;
+                }
+            }
+            Ok(Delivery::Drop) => {}
+            Err(reason) => return reason,
+        }
+    }
+}
+
+/// Backpressure: waits while more than the limit of received bytes waits for the handler.
+/// The pause does not count towards the idle timeout.
+async fn wait_for_handler(shared: &Shared) {
+    let limit = shared.config.receive_buffer_limit;
+    let mut paused = false;
+    loop {
+        let drained = shared.drained.notified();
+        if shared.handler_backlog.load(Ordering::Acquire) <= limit {
+            break;
+        }
+        if !paused {
+            paused = true;
+            shared.reading_paused.store(true, Ordering::Release);
+            tracing::debug!(
+                peer = shared.ctx.id.0,
+                "handler backlog over limit; reading paused"
+            );
+        }
+        drained.await;
+    }
+    if paused {
+        shared.ctx.counters.touch_received(Instant::now());
+        shared.reading_paused.store(false, Ordering::Release);
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    outbox: &mut mpsc::UnboundedReceiver<Outgoing>,
+    shared: &Shared,
+) -> DisconnectReason {
+    let mut batch: Vec<Outgoing> = Vec::new();
+    let mut coalesced = BytesMut::new();
+    loop {
+        let Some(first) = outbox.recv().await else {
+            // `Shared` holds the sender, so this is unreachable while the peer runs.
+            return DisconnectReason::LocalRequest;
+        };
+        let mut bytes = first.frame.len();
+        batch.push(first);
+        while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_FRAMES {
+            match outbox.try_recv() {
+                Ok(next) => {
+                    bytes += next.frame.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let after = shared.config.write_timeout
+            + Duration::from_secs((bytes / WRITE_BYTES_PER_SECOND_OF_DEADLINE) as u64);
+        let written = timeout(after, write_batch(wr, &batch, &mut coalesced)).await;
+        match written {
+            Err(_) => return DisconnectReason::WriteTimeout { bytes, after },
+            Ok(Err(e)) => return DisconnectReason::Io(Arc::new(e)),
+            Ok(Ok(())) => {}
+        }
+        let now = Instant::now();
+        for out in batch.drain(..) {
+            shared
+                .ctx
+                .record_written(out.command.as_ref(), &out.frame, now);
+            shared
+                .queued_bytes
+                .fetch_sub(out.frame.len(), Ordering::AcqRel);
+            if let Some(sent) = out.sent {
+                let _ = sent.send(());
+            }
+        }
+    }
+}
+
+/// One frame is written as is; several are copied into one buffer so small messages cost one
+/// syscall per batch rather than one each.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    batch: &[Outgoing],
+    coalesced: &mut BytesMut,
+) -> std::io::Result<()> {
+    if let [single] = batch {
+        wr.write_all(&single.frame).await?;
+    } else {
+        coalesced.clear();
+        for out in batch {
+            coalesced.extend_from_slice(&out.frame);
+        }
+        wr.write_all(coalesced).await?;
+    }
+    wr.flush().await
+}
+
+/// Pings, idle and stall deadlines, and inventory trickling.
+async fn timer_loop(shared: &Shared) -> DisconnectReason {
+    let pings = shared.negotiated.protocol_version > BIP31_VERSION;
+    loop {
+        let now = Instant::now();
+        let idle_deadline = shared.ctx.counters.last_received() + shared.config.idle_timeout;
+        if now >= idle_deadline && !shared.reading_paused.load(Ordering::Acquire) {
+            return DisconnectReason::IdleTimeout {
+                after: shared.config.idle_timeout,
+            };
+        }
+        let mut to_send = Vec::new();
+        let next = {
+            let mut state = shared.state();
+            let state = &mut *state;
+            let mut next = idle_deadline.max(now + Duration::from_millis(1));
+            if pings {
+                match state.ping.poll(now, nonzero_nonce()) {
+                    PingAction::TimedOut => {
+                        return DisconnectReason::PingTimeout {
+                            after: shared.config.ping_timeout,
+                        }
+                    }
+                    PingAction::Send(nonce) => to_send.push(NetworkMessage::Ping(nonce)),
+                    PingAction::Wait => {}
+                }
+                next = next.min(state.ping.next_deadline());
+            }
+            if let Some((kind, after)) = state.stall.expired(now) {
+                return DisconnectReason::Stalled { kind, after };
+            }
+            if let Some(deadline) = state.stall.next_deadline() {
+                next = next.min(deadline);
+            }
+            to_send.extend(
+                state
+                    .trickle
+                    .poll(now, &mut state.known)
+                    .into_iter()
+                    .map(NetworkMessage::Inv),
+            );
+            if let Some(deadline) = state.trickle.next_deadline() {
+                next = next.min(deadline);
+            }
+            next
+        };
+        for msg in &to_send {
+            if shared.enqueue(msg, None).is_err() {
+                return shared.reason().unwrap_or(DisconnectReason::LocalRequest);
+            }
+        }
+        tokio::select! {
+            _ = sleep_until(next) => {}
+            _ = shared.wake.notified() => {}
+        }
+    }
+}
+
+fn nonzero_nonce() -> u64 {
+    rand::thread_rng().gen_range(1..=u64::MAX)
+}

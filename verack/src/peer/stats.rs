@@ -1,0 +1,170 @@
+//! Traffic counters and the stats snapshot.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bitcoin::p2p::ServiceFlags;
+use tokio::time::Instant;
+
+use super::{Direction, PeerId};
+
+/// Counter key for frames that could not be decoded, as Core's `*other*`.
+pub const OTHER_COMMAND: &str = "*other*";
+
+/// Counters updated on every frame; shared between the peer's tasks and its handles.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) connected_at: Instant,
+    pub(crate) connected_at_wall: SystemTime,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    messages_sent: AtomicU64,
+    messages_received: AtomicU64,
+    /// Milliseconds since `connected_at` plus one (0 = never).
+    last_send_ms: AtomicU64,
+    last_receive_ms: AtomicU64,
+    per_command: Mutex<PerCommand>,
+}
+
+#[derive(Debug, Default)]
+struct PerCommand {
+    sent: HashMap<String, u64>,
+    received: HashMap<String, u64>,
+}
+
+impl Counters {
+    pub(crate) fn new() -> Counters {
+        Counters {
+            connected_at: Instant::now(),
+            connected_at_wall: SystemTime::now(),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            last_send_ms: AtomicU64::new(0),
+            last_receive_ms: AtomicU64::new(0),
+            per_command: Mutex::new(PerCommand::default()),
+        }
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.connected_at).as_millis() as u64 + 1
+    }
+
+    pub(crate) fn record_sent(&self, command: &str, bytes: usize, now: Instant) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.last_send_ms.store(self.stamp(now), Ordering::Relaxed);
+        let mut per = self.per_command.lock().expect("stats lock");
+        bump(&mut per.sent, command, bytes);
+    }
+
+    pub(crate) fn record_received(&self, command: &str, bytes: usize, now: Instant) {
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.touch_received(now);
+        let mut per = self.per_command.lock().expect("stats lock");
+        bump(&mut per.received, command, bytes);
+    }
+
+    /// Marks the connection as alive without a message (used when reading resumes after
+    /// backpressure, so the pause does not count towards the idle timeout).
+    pub(crate) fn touch_received(&self, now: Instant) {
+        self.last_receive_ms
+            .store(self.stamp(now), Ordering::Relaxed);
+    }
+
+    /// Frames received so far, handshake included.
+    pub(crate) fn messages_received(&self) -> u64 {
+        self.messages_received.load(Ordering::Relaxed)
+    }
+
+    /// When anything was last received (the connection start if never).
+    pub(crate) fn last_received(&self) -> Instant {
+        match self.last_receive_ms.load(Ordering::Relaxed) {
+            0 => self.connected_at,
+            ms => self.connected_at + Duration::from_millis(ms - 1),
+        }
+    }
+
+    fn wall(&self, ms: u64) -> Option<SystemTime> {
+        (ms != 0).then(|| self.connected_at_wall + Duration::from_millis(ms - 1))
+    }
+
+    pub(crate) fn fill(&self, s: &mut PeerStats) {
+        s.bytes_sent = self.bytes_sent.load(Ordering::Relaxed);
+        s.bytes_received = self.bytes_received.load(Ordering::Relaxed);
+        s.messages_sent = self.messages_sent.load(Ordering::Relaxed);
+        s.messages_received = self.messages_received.load(Ordering::Relaxed);
+        s.connected_at = self.connected_at_wall;
+        s.last_send = self.wall(self.last_send_ms.load(Ordering::Relaxed));
+        s.last_receive = self.wall(self.last_receive_ms.load(Ordering::Relaxed));
+        let per = self.per_command.lock().expect("stats lock");
+        s.bytes_sent_per_command = per.sent.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        s.bytes_received_per_command = per.received.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    }
+}
+
+fn bump(map: &mut HashMap<String, u64>, command: &str, bytes: usize) {
+    match map.get_mut(command) {
+        Some(n) => *n += bytes as u64,
+        None => {
+            map.insert(command.to_string(), bytes as u64);
+        }
+    }
+}
+
+/// A point-in-time view of a peer, from [`PeerHandle::stats`](super::PeerHandle::stats).
+///
+/// Byte counts include the 24-byte header of every frame and the handshake's messages.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's id, unique within the process.
+    pub id: PeerId,
+    /// The remote socket address.
+    pub remote: SocketAddr,
+    /// Who opened the connection.
+    pub direction: Direction,
+    /// Services the remote advertised.
+    pub services: ServiceFlags,
+    /// The remote's user agent.
+    pub user_agent: String,
+    /// The negotiated protocol version.
+    pub protocol_version: u32,
+    /// The remote's height from its `version`.
+    pub start_height: i32,
+    /// The highest block height the remote is known to have announced; starts at
+    /// `start_height`, never decreases (see
+    /// [`PeerHandle::update_last_block_height`](super::PeerHandle::update_last_block_height)).
+    pub last_block_height: i32,
+    /// Bytes written to the socket, headers included.
+    pub bytes_sent: u64,
+    /// Bytes read from the socket that formed frames, headers included.
+    pub bytes_received: u64,
+    /// Frames written.
+    pub messages_sent: u64,
+    /// Frames read (undecodable ones included, under [`OTHER_COMMAND`]).
+    pub messages_received: u64,
+    /// Bytes written per command.
+    pub bytes_sent_per_command: BTreeMap<String, u64>,
+    /// Bytes read per command; frames that failed to decode count under [`OTHER_COMMAND`].
+    pub bytes_received_per_command: BTreeMap<String, u64>,
+    /// When the peer was created (wall clock).
+    pub connected_at: SystemTime,
+    /// When a frame was last written, if ever.
+    pub last_send: Option<SystemTime>,
+    /// When a frame was last read, if ever.
+    pub last_receive: Option<SystemTime>,
+    /// Round-trip time of the last answered ping.
+    pub last_ping: Option<Duration>,
+    /// Smallest ping round-trip seen.
+    pub min_ping: Option<Duration>,
+    /// Remote clock minus ours at the handshake, in seconds.
+    pub time_offset: i64,
+}

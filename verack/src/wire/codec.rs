@@ -1,0 +1,200 @@
+//! The v1 codec: bytes to [`NetworkMessage`] and back.
+
+use bitcoin::consensus::encode::{self, Decodable, Encodable};
+use bitcoin::io::FromStd;
+use bitcoin::p2p::message::{NetworkMessage, RawNetworkMessage};
+use bitcoin::p2p::Magic;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::header::checksum;
+use super::{decode_version, DecodeError, FrameHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
+
+/// One decoded message and the number of bytes it took on the wire (header included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// The message. Unrecognised commands arrive as [`NetworkMessage::Unknown`].
+    pub message: NetworkMessage,
+    /// Bytes on the wire: 24 header bytes plus the payload.
+    pub wire_len: usize,
+    /// The raw frame, header included (shares the read buffer's memory; no copy).
+    pub raw: Bytes,
+}
+
+/// The v1 framing codec for one network's magic.
+///
+/// Decoding never reserves buffer space from a peer-sent length: the header is validated
+/// (magic, command, length ≤ [`MAX_PAYLOAD_LEN`]) from its 24 bytes alone, and the payload is
+/// decoded only once all of it has arrived, so a buffer grows only as bytes actually arrive.
+/// After a non-fatal [`DecodeError`] the bad frame has been consumed and `decode` can be called
+/// again; note that `tokio_util::codec::FramedRead` ends its stream on any error, so callers
+/// that want to survive a bad checksum drive the codec directly, as the peer does.
+///
+/// Encoding fails only for payloads over [`MAX_PAYLOAD_LEN`] (peers would disconnect us).
+#[derive(Debug, Clone)]
+pub struct V1Codec {
+    magic: Magic,
+    /// The validated header of the frame whose payload is still arriving.
+    pending: Option<FrameHeader>,
+}
+
+impl V1Codec {
+    /// A codec for frames carrying `magic` (e.g. `Network::Regtest.magic()`).
+    pub fn new(magic: Magic) -> V1Codec {
+        V1Codec {
+            magic,
+            pending: None,
+        }
+    }
+
+    /// The network magic this codec reads and writes.
+    pub fn magic(&self) -> Magic {
+        self.magic
+    }
+}
+
+impl Decoder for V1Codec {
+    type Item = Frame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let header = match self.pending.take() {
+            Some(header) => header,
+            None => {
+                let Some(raw) = src.get(..HEADER_LEN) else {
+                    return Ok(None);
+                };
+                FrameHeader::parse(raw.try_into().expect("24 bytes"), self.magic)?
+            }
+        };
+        let wire_len = HEADER_LEN + header.payload_len;
+        if src.len() < wire_len {
+            self.pending = Some(header);
+            return Ok(None);
+        }
+        let raw = src.split_to(wire_len).freeze();
+        let message = decode_payload(&header, &raw)?;
+        Ok(Some(Frame {
+            message,
+            wire_len,
+            raw,
+        }))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(DecodeError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl From<std::io::Error> for DecodeError {
+    /// `tokio_util`'s `FramedRead` reports the stream's I/O errors through the decoder's type.
+    fn from(e: std::io::Error) -> Self {
+        DecodeError::Io(e.kind())
+    }
+}
+
+/// Decodes a complete frame (`header` already validated) into a message.
+fn decode_payload(header: &FrameHeader, frame: &[u8]) -> Result<NetworkMessage, DecodeError> {
+    let payload = &frame[HEADER_LEN..];
+    if header.command == "version" {
+        // Core accepts version messages without the trailing optional fields; rust-bitcoin's
+        // decoder does not, so version payloads are decoded here.
+        let actual = checksum(payload);
+        if actual != header.checksum {
+            return Err(bad_checksum(header, actual));
+        }
+        return decode_version(payload)
+            .map(NetworkMessage::Version)
+            .map_err(|reason| DecodeError::Undecodable {
+                command: header.command.clone(),
+                len: payload.len(),
+                reason: reason.to_string(),
+            });
+    }
+    let mut reader = frame;
+    match RawNetworkMessage::consensus_decode(&mut reader) {
+        Ok(raw) => Ok(raw.into_payload()),
+        Err(encode::Error::InvalidChecksum { expected, .. }) => Err(bad_checksum(header, expected)),
+        Err(e) => Err(DecodeError::Undecodable {
+            command: header.command.clone(),
+            len: payload.len(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn bad_checksum(header: &FrameHeader, actual: [u8; 4]) -> DecodeError {
+    DecodeError::BadChecksum {
+        command: header.command.clone(),
+        expected: header.checksum,
+        actual,
+    }
+}
+
+/// A message whose payload would exceed [`MAX_PAYLOAD_LEN`]; it was not encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{command} payload of {len} bytes exceeds the {MAX_PAYLOAD_LEN}-byte limit")]
+pub struct OversizeMessage {
+    /// The message's command.
+    pub command: String,
+    /// Its payload length in bytes.
+    pub len: usize,
+}
+
+impl Encoder<&NetworkMessage> for V1Codec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, msg: &NetworkMessage, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        encode_into(self.magic, msg, dst)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    }
+}
+
+/// Encodes `msg` as one v1 frame.
+///
+/// # Errors
+/// [`OversizeMessage`] when the payload would exceed [`MAX_PAYLOAD_LEN`] bytes.
+pub fn encode_frame(magic: Magic, msg: &NetworkMessage) -> Result<Bytes, OversizeMessage> {
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + 64);
+    encode_into(magic, msg, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Appends one frame to `dst`: the payload is encoded in place after a 24-byte gap that is then
+/// filled with the header, so there is one pass over the payload plus one hash.
+fn encode_into(
+    magic: Magic,
+    msg: &NetworkMessage,
+    dst: &mut BytesMut,
+) -> Result<(), OversizeMessage> {
+    let start = dst.len();
+    dst.put_bytes(0, HEADER_LEN);
+    let mut writer = FromStd::new(dst.writer());
+    msg.consensus_encode(&mut writer)
+        .expect("writing to memory cannot fail");
+    let payload_len = dst.len() - start - HEADER_LEN;
+    if payload_len > MAX_PAYLOAD_LEN {
+        dst.truncate(start);
+        return Err(OversizeMessage {
+            command: msg.command().to_string(),
+            len: payload_len,
+        });
+    }
+    let sum = checksum(&dst[start + HEADER_LEN..]);
+    let header = &mut dst[start..start + HEADER_LEN];
+    header[..4].copy_from_slice(&magic.to_bytes());
+    let mut command = [0u8; 12];
+    msg.command()
+        .consensus_encode(&mut &mut command[..])
+        .expect("12-byte command");
+    header[4..16].copy_from_slice(&command);
+    header[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[20..24].copy_from_slice(&sum);
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! v1 wire framing: the 24-byte message header, the codec that turns bytes into
+//! [`NetworkMessage`]s and back, and the errors a peer's bytes can cause.
+//!
+//! A v1 frame is `magic (4) | command (12, NUL-padded ASCII) | payload length (4, LE) |
+//! checksum (4: first bytes of double-SHA256 of the payload) | payload`.
+//!
+//! The decoder checks the header (magic, command, length ≤ [`MAX_PAYLOAD_LEN`]) as soon as
+//! 24 bytes are buffered, *before* waiting for or allocating the payload, as Bitcoin Core's
+//! `V1Transport` does since the 2024 allocation disclosure.
+//!
+//! [`NetworkMessage`]: bitcoin::p2p::message::NetworkMessage
+
+mod codec;
+mod error;
+mod header;
+mod version;
+
+pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
+pub use error::DecodeError;
+pub use header::{FrameHeader, HEADER_LEN};
+pub use version::decode_version;
+
+/// The largest payload accepted or sent, in bytes: 4,000,000, Bitcoin Core's
+/// `MAX_PROTOCOL_MESSAGE_LENGTH` (src/net.h).
+pub const MAX_PAYLOAD_LEN: usize = 4_000_000;
