@@ -131,7 +131,7 @@ pub(crate) fn on_received(
             Ok(Delivery::Deliver)
         }
         M::SendCmpct(m) => {
-            shared.state().features.compact_blocks = Some(m.clone());
+            shared.state().features.compact_blocks = Some(*m);
             Ok(Delivery::Deliver)
         }
         _ => Ok(Delivery::Deliver),

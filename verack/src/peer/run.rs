@@ -152,10 +152,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             _closed,
         } = self;
         let (to_handler, from_reader) = mpsc::unbounded_channel();
-        for message in held {
-            // Held messages were counted when read; their size is not tracked for backpressure.
-            let _ = to_handler.send((message, 0));
-        }
         let handler_task = AbortOnDrop(tokio::spawn(handler_loop(
             handler,
             from_reader,
@@ -166,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
         let (mut rd, mut wr) = tokio::io::split(stream);
 
         let decided = tokio::select! {
-            r = read_loop(&mut rd, &mut read_buf, &mut codec, &shared, &to_handler) => r,
+            r = read_loop(held, &mut rd, &mut read_buf, &mut codec, &shared, &to_handler) => r,
             r = write_loop(&mut wr, &mut outbox, &shared) => r,
             r = timer_loop(&shared) => r,
             _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
@@ -222,13 +218,39 @@ async fn handler_loop<H: MessageHandler>(
     }
 }
 
+/// Hands `message` to the handler if the peer's own rules let it through.
+fn process(
+    shared: &Shared,
+    message: NetworkMessage,
+    wire_len: usize,
+    to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
+) -> Result<(), DisconnectReason> {
+    match on_received(shared, &message, Instant::now())? {
+        Delivery::Deliver => {
+            shared.handler_backlog.fetch_add(wire_len, Ordering::AcqRel);
+            to_handler
+                .send((message, wire_len))
+                .map_err(|_| DisconnectReason::LocalRequest)
+        }
+        Delivery::Drop => Ok(()),
+    }
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
+    held: Vec<NetworkMessage>,
     rd: &mut R,
     buf: &mut BytesMut,
     codec: &mut V1Codec,
     shared: &Shared,
     to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
 ) -> DisconnectReason {
+    // Messages held during the handshake go first, through the same rules (a held `ping` is
+    // answered). They were counted when read; they are small, so backpressure ignores them.
+    for message in held {
+        if let Err(reason) = process(shared, message, 0, to_handler) {
+            return reason;
+        }
+    }
     loop {
         wait_for_handler(shared).await;
         let frame = match read_frame(rd, buf, codec, &shared.ctx).await {
