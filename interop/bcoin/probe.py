@@ -7,6 +7,10 @@
 
 Every message is printed as "+<seconds> <direction> <command> <summary>".
 Only the standard library; every wait is bounded.
+Env knobs: PROBE_BIP339=1 (send wtxidrelay+sendaddrv2 before verack),
+PROBE_SENDHEADERS=1, PROBE_GETDATA=1 (fetch tip block), PROBE_WAIT=secs
+(linger after getheaders), PROBE_SERVICES=0x..; listen mode: PROBE_HOLD=secs
+per connection (default 5), PROBE_ONCE=1 (stop after one connection).
 """
 import hashlib
 import os
@@ -208,6 +212,13 @@ def do_connect(host, port):
     log("-- headers count=%d" % n)
     for i, h in enumerate(hashes, 1):
         log("   height %d %s" % (i, h))
+    if os.environ.get("PROBE_GETDATA") and hashes:
+        # request the tip block as MSG_BLOCK (2) and as MSG_WITNESS_BLOCK (0x40000002)
+        for t in (2, 0x40000002):
+            c.send("getdata", varint(1) + struct.pack("<I", t) + bytes.fromhex(hashes[-1])[::-1])
+            m = c.until("block", 5)
+            log("-- block reply for type 0x%x:" % t,
+                "none" if m is None else "len=%d hash=%s" % (len(m[1]), dsha(m[1][:80])[::-1].hex()))
     # PROBE_WAIT=N: stay connected N more seconds to watch block announcements
     c.drain(float(os.environ.get("PROBE_WAIT", "1")))
     s.close()

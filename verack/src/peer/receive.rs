@@ -85,7 +85,10 @@ pub(crate) fn on_received(
             Ok(Delivery::Deliver)
         }
         M::Pong(nonce) => {
-            shared.state().ping.on_pong(*nonce, now);
+            if shared.state().ping.on_pong(*nonce, now) {
+                // The next ping is now due an interval from the last one: reschedule.
+                shared.wake.notify_one();
+            }
             Ok(Delivery::Deliver)
         }
         M::Headers(headers) => {

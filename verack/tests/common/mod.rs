@@ -145,3 +145,40 @@ pub async fn script_accepts(script: &mut Script, version: u32) {
     script.send(remote_version(version, 0xdead)).await;
     script.send(NetworkMessage::Verack).await;
 }
+
+/// Our outbound peer handshaked with a scripted remote speaking `version`, which sends `extra`
+/// (feature messages) before its verack. The pipe holds `buffer` bytes each way.
+pub async fn handshaked_with_script(
+    cfg: PeerConfig,
+    version: u32,
+    relay: bool,
+    extra: Vec<NetworkMessage>,
+    buffer: usize,
+) -> (HandshakedPeer<DuplexStream>, Script) {
+    let (a, b) = tokio::io::duplex(buffer);
+    let mut remote = Script::new(b);
+    let task = tokio::spawn(async move {
+        remote.expect_command("version").await;
+        let mut v = remote_version(version, 0xdead);
+        if let NetworkMessage::Version(ref mut v) = v {
+            v.relay = relay;
+        }
+        remote.send(v).await;
+        for m in extra {
+            remote.send(m).await;
+        }
+        remote.send(NetworkMessage::Verack).await;
+        // Read our negotiation messages and verack.
+        loop {
+            if remote.recv().await.expect("verack") == NetworkMessage::Verack {
+                break;
+            }
+        }
+        remote
+    });
+    let peer = Peer::outbound(a, addr(18444), cfg)
+        .handshake(&CancellationToken::new(), accept)
+        .await
+        .unwrap();
+    (peer, task.await.unwrap())
+}
