@@ -119,3 +119,54 @@ pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
     ctx.record_written(msg.cmd(), &frame, Instant::now());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::Network;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn read_buffer_grows_only_with_arriving_bytes() {
+        let (mut remote, mut ours) = tokio::io::duplex(1 << 20);
+        let magic = Network::Regtest.magic();
+        let mut header = [0u8; 24];
+        header[..4].copy_from_slice(&magic.to_bytes());
+        header[4..9].copy_from_slice(b"block");
+        header[16..20].copy_from_slice(&3_999_999u32.to_le_bytes());
+        remote.write_all(&header).await.unwrap();
+        remote.write_all(&[0u8; 1000]).await.unwrap();
+        let ctx = PeerContext {
+            id: PeerId(0),
+            remote: "127.0.0.1:1".parse().unwrap(),
+            direction: Direction::Inbound,
+            counters: Counters::new(),
+            hooks: None,
+        };
+        let mut buf = BytesMut::new();
+        let mut codec = V1Codec::new(magic);
+        let read = tokio::time::timeout(
+            Duration::from_millis(50),
+            read_frame(&mut ours, &mut buf, &mut codec, &ctx),
+        )
+        .await;
+        assert!(read.is_err(), "still waiting for the payload");
+        assert_eq!(buf.len(), 1024);
+        assert!(
+            buf.capacity() <= 2 * READ_CHUNK,
+            "capacity {} for 1024 bytes received",
+            buf.capacity()
+        );
+        drop(remote);
+        let err = read_frame(&mut ours, &mut buf, &mut codec, &ctx)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::Decode(DecodeError::Truncated { buffered: 1024 })
+            ),
+            "{err:?}"
+        );
+    }
+}
