@@ -30,7 +30,8 @@ use bitcoin::{block, Block, MerkleBlock, Transaction};
 use super::{PeerHandle, PeerId};
 
 /// Observers of every frame read and written, unknown commands included. Shared by all peers
-/// of a [`PeerConfig`](super::PeerConfig). Both methods default to doing nothing.
+/// of a [`PeerConfig`](super::PeerConfig). Both methods default to doing nothing. They run
+/// inline on the peer's I/O task (see [`MessageHandler`], *Where they run*): keep them cheap.
 pub trait MessageHooks: Send + Sync + 'static {
     /// A frame of `wire_len` bytes (header included) was read and decoded into `message`.
     /// Called for handshake messages too.
@@ -72,8 +73,21 @@ macro_rules! handler_methods {
 /// `wtxidrelay`, `sendaddrv2`, `sendtxrcncl`, `feature`) disconnect and never reach it.
 ///
 /// Up to three messages the remote sent between `version` and `verack` are delivered first,
-/// in order. See the [module docs](self) for where the methods run. Override
+/// in order. Override
 /// [`on_message`](Self::on_message) to see every message in one place.
+///
+/// # Where they run
+/// - [`MessageHandler`] methods run on the peer's *handler task*, spawned by
+///   [`HandshakedPeer::run`](super::HandshakedPeer::run) and separate from its I/O. A slow
+///   (awaiting) handler delays only the delivery of this peer's later messages: pings are still
+///   answered, writes continue, and other peers are unaffected. While more than
+///   [`receive_buffer_limit`](super::PeerConfig::receive_buffer_limit) bytes wait for the
+///   handler, the peer stops reading its socket (backpressure), as Core pauses a peer's receive
+///   queue. Blocking the thread inside a handler (CPU work, blocking I/O) occupies a runtime
+///   worker: use `tokio::task::spawn_blocking` for that.
+/// - [`MessageHooks`] methods run inline on the peer's I/O task, once per frame: keep them to
+///   counting or logging; blocking in one stalls this peer's reads (for `message_read`) or
+///   writes (for `message_written`).
 pub trait MessageHandler: Send + 'static {
     /// Called for each message; the default dispatches to the per-kind methods below.
     fn on_message(

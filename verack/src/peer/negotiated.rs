@@ -6,8 +6,8 @@ use bitcoin::p2p::ServiceFlags;
 /// Feature-negotiation messages the remote sent.
 ///
 /// Those sent between `version` and `verack` are in [`Negotiated::features`]; `sendheaders` and
-/// `sendcmpct` may also come later and then update [`PeerHandle::remote_features`]
-/// (super::PeerHandle::remote_features).
+/// `sendcmpct` may also come later and then update
+/// [`PeerHandle::remote_features`](super::PeerHandle::remote_features).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteFeatures {

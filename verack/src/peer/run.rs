@@ -161,12 +161,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
         )));
         let (mut rd, mut wr) = tokio::io::split(stream);
 
+        // Biased: a local decision already taken (stop, cancel) wins over I/O events noticed in
+        // the same poll, so the reason is deterministic.
         let decided = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
+            _ = cancel.cancelled() => DisconnectReason::Cancelled,
             r = read_loop(held, &mut rd, &mut read_buf, &mut codec, &shared, &to_handler) => r,
             r = write_loop(&mut wr, &mut outbox, &shared) => r,
             r = timer_loop(&shared) => r,
-            _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
-            _ = cancel.cancelled() => DisconnectReason::Cancelled,
         };
         let reason = shared.disconnect_with(decided);
         tracing::debug!(peer = shared.ctx.id.0, remote = %shared.ctx.remote, %reason, "disconnecting");

@@ -18,7 +18,7 @@ mod version;
 pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
 pub use error::DecodeError;
 pub use header::{FrameHeader, HEADER_LEN};
-pub use version::decode_version;
+pub use version::{decode_version, MAX_USER_AGENT_LEN};
 
 /// The largest payload accepted or sent, in bytes: 4,000,000, Bitcoin Core's
 /// `MAX_PROTOCOL_MESSAGE_LENGTH` (src/net.h).
