@@ -123,10 +123,7 @@ async fn outbound_not_version_first() {
         remote.send(NetworkMessage::Verack).await;
         remote
     });
-    let err = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Outbound, a, config()).await;
     assert!(
         matches!(err, HandshakeError::NotVersion { ref command } if command == "verack"),
         "{err:?}"
@@ -139,10 +136,7 @@ async fn inbound_not_version_first() {
     let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
     let mut remote = Script::new(b);
     remote.send(NetworkMessage::Ping(1)).await;
-    let err = Peer::inbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Inbound, a, config()).await;
     assert!(
         matches!(err, HandshakeError::NotVersion { ref command } if command == "ping"),
         "{err:?}"
@@ -177,10 +171,7 @@ async fn outbound_detects_a_reflected_nonce() {
         remote.send(remote_version(70016, ours.nonce)).await;
         remote
     });
-    let err = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Outbound, a, config()).await;
     assert!(
         matches!(err, HandshakeError::SelfConnection { .. }),
         "{err:?}"
@@ -199,10 +190,7 @@ async fn protocol_too_old_from_both_sides() {
         remote.send(remote_version(31799, 5)).await;
         remote.recv().await
     });
-    let err = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Outbound, a, config()).await;
     assert!(
         matches!(
             err,
@@ -272,10 +260,7 @@ async fn timeout_from_both_sides() {
     // Outbound: the remote reads our version and never answers.
     let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
     let _silent = b;
-    let err = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Outbound, a, config()).await;
     assert!(
         matches!(err, HandshakeError::Timeout { after } if after == Duration::from_secs(30)),
         "{err:?}"
@@ -287,10 +272,7 @@ async fn timeout_from_both_sides() {
     let mut cfg = config();
     cfg.handshake_timeout = Duration::from_secs(5);
     let started = tokio::time::Instant::now();
-    let err = Peer::inbound(a, addr(1), cfg)
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Inbound, a, cfg).await;
     assert!(matches!(err, HandshakeError::Timeout { .. }));
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 
@@ -302,10 +284,7 @@ async fn timeout_from_both_sides() {
         remote.send(remote_version(70016, 9)).await;
         remote
     });
-    let err = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Outbound, a, config()).await;
     assert!(matches!(err, HandshakeError::Timeout { .. }));
     drop(task);
 }
@@ -367,10 +346,7 @@ async fn feature_messages_before_verack_are_applied() {
         remote.expect_command("verack").await;
         remote
     });
-    let peer = Peer::outbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap();
+    let peer = handshake_ok(Direction::Outbound, a, config()).await;
     let f = &peer.negotiated().features;
     assert!(f.wtxid_relay && f.addr_v2 && f.send_headers);
     assert_eq!(
@@ -402,10 +378,7 @@ async fn below_70016_no_wtxidrelay_or_sendaddrv2_is_sent() {
         remote.send(NetworkMessage::Verack).await;
         remote
     });
-    let peer = Peer::inbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap();
+    let peer = handshake_ok(Direction::Inbound, a, config()).await;
     assert_eq!(peer.negotiated().protocol_version, 70015);
     assert!(!peer.negotiated().features.wtxid_relay);
     task.await.unwrap();
@@ -451,14 +424,10 @@ async fn three_held_messages_are_delivered_in_order_both_sides() {
             remote.send(NetworkMessage::Verack).await;
             remote
         });
-        let peer = Peer::new(a, direction, addr(1), config())
-            .handshake(&CancellationToken::new(), accept)
-            .await
-            .unwrap();
+        let peer = handshake_ok(direction, a, config()).await;
         let mut remote = task.await.unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let handle = peer.handle();
-        let run = tokio::spawn(peer.run(Recorder(tx), CancellationToken::new()));
+        let (handle, run) = spawn_run(peer, Recorder(tx));
         for expected in &held {
             assert_eq!(&rx.recv().await.unwrap(), expected);
         }
@@ -492,10 +461,7 @@ async fn a_fourth_held_message_fails_with_not_verack_both_sides() {
             remote.send(NetworkMessage::MemPool).await;
             remote
         });
-        let err = Peer::new(a, direction, addr(1), config())
-            .handshake(&CancellationToken::new(), accept)
-            .await
-            .unwrap_err();
+        let err = handshake_err(direction, a, config()).await;
         assert!(
             matches!(err, HandshakeError::NotVerack { ref command } if command == "mempool"),
             "{direction:?}: {err:?}"
@@ -510,10 +476,7 @@ async fn a_second_version_fails_with_not_verack() {
     let mut remote = Script::new(b);
     remote.send(remote_version(70016, 9)).await;
     remote.send(remote_version(70016, 9)).await;
-    let err = Peer::inbound(a, addr(1), config())
-        .handshake(&CancellationToken::new(), accept)
-        .await
-        .unwrap_err();
+    let err = handshake_err(Direction::Inbound, a, config()).await;
     assert!(
         matches!(err, HandshakeError::NotVerack { ref command } if command == "version"),
         "{err:?}"
@@ -532,10 +495,7 @@ async fn framing_errors_fail_the_handshake_both_sides() {
         )
         .unwrap();
         remote.send_raw(&frame).await;
-        let err = Peer::new(a, direction, addr(1), config())
-            .handshake(&CancellationToken::new(), accept)
-            .await
-            .unwrap_err();
+        let err = handshake_err(direction, a, config()).await;
         assert!(
             matches!(
                 err,
@@ -551,10 +511,7 @@ async fn io_error_when_the_remote_vanishes_both_sides() {
     for direction in [Direction::Outbound, Direction::Inbound] {
         let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
         drop(b);
-        let err = Peer::new(a, direction, addr(1), config())
-            .handshake(&CancellationToken::new(), accept)
-            .await
-            .unwrap_err();
+        let err = handshake_err(direction, a, config()).await;
         assert!(
             matches!(err, HandshakeError::Io(_)),
             "{direction:?}: {err:?}"

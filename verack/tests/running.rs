@@ -91,8 +91,7 @@ async fn wrong_nonce_pong_does_not_clear_the_ping_which_times_out() {
     let mut cfg = config();
     cfg.ping_timeout = Duration::from_secs(180);
     let (peer, mut remote) = handshaked_with_script(cfg, 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let NetworkMessage::Ping(nonce) = remote.expect_command("ping").await else {
         unreachable!()
     };
@@ -196,8 +195,7 @@ async fn receive_backpressure_stops_reading_over_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn headers_stall_deadline() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     assert!(handle
         .push_getheaders(vec![block_hash(1)], BlockHash::all_zeros())
         .unwrap());
@@ -222,8 +220,7 @@ async fn headers_stall_deadline() {
 #[tokio::test(start_paused = true)]
 async fn headers_reply_clears_the_stall_deadline() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     handle
         .push_getheaders(vec![block_hash(1)], BlockHash::all_zeros())
         .unwrap();
@@ -250,8 +247,7 @@ async fn headers_reply_clears_the_stall_deadline() {
 #[tokio::test(start_paused = true)]
 async fn getdata_stall_deadline_per_item() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let a = Inventory::Block(block_hash(1));
     let b = Inventory::Block(block_hash(2));
     handle.send(NetworkMessage::GetData(vec![a, b])).unwrap();
@@ -298,8 +294,7 @@ async fn flood_guard_disconnects_above_the_rate() {
 #[tokio::test(start_paused = true)]
 async fn flood_guard_is_off_by_default() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     for n in 0..2000 {
         remote.send(NetworkMessage::Pong(n)).await;
     }
@@ -368,8 +363,7 @@ async fn write_deadline_when_the_remote_stops_reading() {
 #[tokio::test(start_paused = true)]
 async fn send_and_wait_completes_when_written() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], 4096).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let h = handle.clone();
     let msg = NetworkMessage::Unknown {
         command: CommandString::try_from_static("custom").unwrap(),
@@ -399,8 +393,7 @@ async fn send_and_wait_completes_when_written() {
 #[tokio::test(start_paused = true)]
 async fn trickled_inventory_is_batched_and_known_items_filtered() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     // The remote announces tx 5: it is known, so never announced back.
     remote.send(NetworkMessage::Inv(vec![txinv(5)])).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -453,29 +446,25 @@ async fn trickled_inventory_is_batched_and_known_items_filtered() {
 #[tokio::test(start_paused = true)]
 async fn transactions_are_not_announced_to_relay_false_peers() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, false, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     handle
         .queue_inventory([txinv(1), Inventory::Block(block_hash(1))])
         .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut invs = Vec::new();
+    // A minute of traffic (pings answered) is many trickle intervals.
+    let mut announced = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(m) = remote.recv_skip_pings().await {
             if let NetworkMessage::Inv(items) = m {
-                invs.extend(items);
+                announced.extend(items);
             }
         }
-        invs
     })
     .await;
-    let _ = got; // timed out; check what arrived through stats instead
-    let sent = handle
-        .stats()
-        .bytes_sent_per_command
-        .get("inv")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(sent, 24 + 1 + 36, "exactly one inv with the block");
+    assert_eq!(
+        announced,
+        vec![Inventory::Block(block_hash(1))],
+        "only the block"
+    );
     handle.disconnect();
     let _ = run.await;
 }
@@ -493,8 +482,7 @@ fn v2addr(n: u32) -> AddrV2Message {
 async fn push_addresses_uses_addrv2_when_negotiated_and_caps_at_1000() {
     let (peer, mut remote) =
         handshaked_with_script(config(), 70016, true, vec![NetworkMessage::SendAddrV2], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let mut many: Vec<_> = (0..2500).map(v2addr).collect();
     many.push(AddrV2Message {
         time: 1,
@@ -517,8 +505,7 @@ async fn push_addresses_uses_addrv2_when_negotiated_and_caps_at_1000() {
 #[tokio::test(start_paused = true)]
 async fn push_addresses_falls_back_to_addr_with_ip_entries_only() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let tor = AddrV2Message {
         time: 1,
         services: ServiceFlags::NONE,
@@ -820,8 +807,7 @@ async fn unknown_commands_reach_the_handler_and_hooks_see_every_message() {
 #[tokio::test(start_paused = true)]
 async fn disconnect_is_idempotent_and_closed_waits_for_everything() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
-    let handle = peer.handle();
-    let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
     let h2 = handle.clone();
     let closer = tokio::spawn(async move { h2.closed().await });
     handle.disconnect();

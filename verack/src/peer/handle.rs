@@ -365,15 +365,18 @@ impl PeerHandle {
         locator: Vec<BlockHash>,
         stop: BlockHash,
     ) -> Result<bool, SendError> {
-        let key = (locator.first().copied(), stop);
-        if self.shared.state().last_getheaders.replace(key) == Some(key) {
-            return Ok(false);
-        }
-        let mut msg = GetHeadersMessage::new(locator, stop);
-        msg.version = self.shared.negotiated.protocol_version;
-        self.shared
-            .enqueue(&NetworkMessage::GetHeaders(msg), None)
-            .map(|()| true)
+        self.push_locator_request(
+            |s| &mut s.last_getheaders,
+            locator,
+            stop,
+            |l, s| {
+                NetworkMessage::GetHeaders(GetHeadersMessage {
+                    version: 0,
+                    locator_hashes: l,
+                    stop_hash: s,
+                })
+            },
+        )
     }
 
     /// Sends `getblocks`, with the same duplicate rule as [`push_getheaders`](Self::push_getheaders).
@@ -385,15 +388,40 @@ impl PeerHandle {
         locator: Vec<BlockHash>,
         stop: BlockHash,
     ) -> Result<bool, SendError> {
+        self.push_locator_request(
+            |s| &mut s.last_getblocks,
+            locator,
+            stop,
+            |l, s| {
+                NetworkMessage::GetBlocks(GetBlocksMessage {
+                    version: 0,
+                    locator_hashes: l,
+                    stop_hash: s,
+                })
+            },
+        )
+    }
+
+    /// Sends a locator request unless it repeats the last one (same first hash and stop hash);
+    /// the message's version field is the negotiated protocol version.
+    fn push_locator_request(
+        &self,
+        last: impl FnOnce(&mut State) -> &mut Option<(Option<BlockHash>, BlockHash)>,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+        build: impl FnOnce(Vec<BlockHash>, BlockHash) -> NetworkMessage,
+    ) -> Result<bool, SendError> {
         let key = (locator.first().copied(), stop);
-        if self.shared.state().last_getblocks.replace(key) == Some(key) {
+        if last(&mut self.shared.state()).replace(key) == Some(key) {
             return Ok(false);
         }
-        let mut msg = GetBlocksMessage::new(locator, stop);
-        msg.version = self.shared.negotiated.protocol_version;
-        self.shared
-            .enqueue(&NetworkMessage::GetBlocks(msg), None)
-            .map(|()| true)
+        let mut msg = build(locator, stop);
+        if let NetworkMessage::GetHeaders(GetHeadersMessage { version, .. })
+        | NetworkMessage::GetBlocks(GetBlocksMessage { version, .. }) = &mut msg
+        {
+            *version = self.shared.negotiated.protocol_version;
+        }
+        self.shared.enqueue(&msg, None).map(|()| true)
     }
 
     /// Sends a legacy `reject` (BIP61; removed from Core in 0.20) if the negotiated version is

@@ -13,7 +13,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use verack::peer::{BoxError, HandshakeError, HandshakedPeer, Peer, PeerConfig};
+use verack::peer::{
+    BoxError, Direction, DisconnectReason, HandshakeError, HandshakedPeer, MessageHandler, Peer,
+    PeerConfig, PeerHandle,
+};
 use verack::wire::{encode_frame, V1Codec};
 
 pub const DUPLEX_BUFFER: usize = 1 << 20;
@@ -46,6 +49,42 @@ pub async fn connected_pair(
     tokio::join!(
         out.handshake(&cancel, accept),
         inb.handshake(&cancel, accept)
+    )
+}
+
+/// Handshakes our side of `stream` in `direction`; panics on success.
+pub async fn handshake_err(
+    direction: Direction,
+    stream: DuplexStream,
+    cfg: PeerConfig,
+) -> HandshakeError {
+    Peer::new(stream, direction, addr(1), cfg)
+        .handshake(&CancellationToken::new(), accept)
+        .await
+        .expect_err("handshake should fail")
+}
+
+/// Handshakes our side of `stream` in `direction`; panics on failure.
+pub async fn handshake_ok(
+    direction: Direction,
+    stream: DuplexStream,
+    cfg: PeerConfig,
+) -> HandshakedPeer<DuplexStream> {
+    Peer::new(stream, direction, addr(1), cfg)
+        .handshake(&CancellationToken::new(), accept)
+        .await
+        .expect("handshake should succeed")
+}
+
+/// Runs `peer` with `handler` on its own task; returns a handle and the run's outcome.
+pub fn spawn_run<H: MessageHandler>(
+    peer: HandshakedPeer<DuplexStream>,
+    handler: H,
+) -> (PeerHandle, tokio::task::JoinHandle<DisconnectReason>) {
+    let handle = peer.handle();
+    (
+        handle,
+        tokio::spawn(peer.run(handler, CancellationToken::new())),
     )
 }
 
