@@ -61,5 +61,8 @@
 //! # }
 //! ```
 
+pub mod backoff;
+pub mod netgroup;
 pub mod peer;
+pub mod server;
 pub mod wire;

@@ -1,0 +1,72 @@
+//! Listens, keeps 8 outbound full-relay peers from a fixed list, and prints peer events until
+//! Ctrl-C.
+//!
+//! ```text
+//! cargo run --release --example server -- --network regtest --listen 127.0.0.1:18445 \
+//!     --peer 127.0.0.1:18444 --peer 127.0.0.1:18446
+//! ```
+
+use std::net::SocketAddr;
+
+use bitcoin::Network;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use verack::peer::{IgnoreMessages, PeerConfig, PeerHandle};
+use verack::server::{ConnectionKind, FixedAddresses, PeerEvent, Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(about = "Run a verack server and print its peer events")]
+struct Args {
+    /// bitcoin (mainnet), testnet, testnet4, signet or regtest.
+    #[arg(long, default_value = "regtest")]
+    network: Network,
+    /// Address to listen on (repeatable).
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Outbound candidates (repeatable).
+    #[arg(long)]
+    peer: Vec<SocketAddr>,
+    /// Persistent peers (repeatable), reconnected forever.
+    #[arg(long)]
+    addnode: Vec<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let mut config = ServerConfig::new(PeerConfig::new(args.network));
+    config.listen = args.listen;
+    config.persistent = args.addnode;
+    config.target_full_relay = 8;
+    config.target_block_relay = 0;
+    let server = Server::new(config, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
+        .with_address_source(FixedAddresses::new(args.peer));
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await?;
+    for addr in server.local_addrs() {
+        println!("listening on {addr}");
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            event = events.recv() => match event {
+                Ok(PeerEvent::Connected { id, addr, kind, negotiated }) => {
+                    println!("connected    #{id} {addr} {kind:?} {} v{}", negotiated.user_agent, negotiated.protocol_version)
+                }
+                Ok(PeerEvent::Disconnected { id, addr, reason, connected_for }) => {
+                    println!("disconnected #{id} {addr} after {connected_for:?}: {reason}")
+                }
+                Ok(other) => println!("{other:?}"),
+                Err(e) => println!("events: {e}"),
+            },
+        }
+    }
+    shutdown.cancel();
+    server.stopped().await?;
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Server configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::peer::PeerConfig;
+
+use super::AdmissionRules;
+
+/// Why an outbound connection exists, or that it is inbound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionKind {
+    /// The remote connected to us.
+    Inbound,
+    /// Outbound, relaying blocks, transactions and addresses.
+    FullRelay,
+    /// Outbound, blocks only: our `version` has `relay = false` (Core's `BLOCK_RELAY`).
+    BlockRelayOnly,
+    /// A persistent peer we were told to keep (Core's `-addnode`/`-connect`).
+    Manual,
+}
+
+/// Everything the server needs; build with [`ServerConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The template for every peer; its nonce cache is shared, so self-connections are caught.
+    pub peer: PeerConfig,
+    /// Addresses to listen on (IPv4 and/or IPv6). Default none.
+    pub listen: Vec<SocketAddr>,
+    /// Connections allowed in the handshake at once across all listeners; a slot is taken
+    /// *before* `accept`. Default 50 (geth's `MaxPendingPeers`).
+    pub max_pending_handshakes: usize,
+    /// Admission limits, allow/deny/trusted lists.
+    pub admission: AdmissionRules,
+    /// Outbound full-relay peers to keep. Default 8 (Core).
+    pub target_full_relay: usize,
+    /// Outbound block-relay-only peers to keep. Default 2 (Core).
+    pub target_block_relay: usize,
+    /// Outbound dials in flight at once. Default 8.
+    pub max_dials_in_flight: usize,
+    /// Deadline for a TCP connect. Default 5 s.
+    pub dial_timeout: Duration,
+    /// How often the outbound target is re-checked (also after every disconnect). Default 1 s.
+    pub outbound_interval: Duration,
+    /// Persistent peers, always reconnected (Core's `-addnode`). Default none.
+    pub persistent: Vec<SocketAddr>,
+    /// Dial only the persistent peers, never the address source (Core's `-connect`). Default
+    /// `false`.
+    pub connect_only: bool,
+    /// Reconnection delays for persistent peers. Default [`Backoff::PERSISTENT_PEER`]
+    /// (1 s doubling to 5 min, ±50%).
+    pub persistent_backoff: Backoff,
+    /// A persistent connection that lasted this long resets its backoff. Default 60 s.
+    pub stable_connection: Duration,
+    /// Ban score at which a peer is disconnected and banned. Default 100 (btcd, Core's old
+    /// `-banscore`).
+    pub ban_threshold: u32,
+    /// How long a misbehaviour ban lasts. Default 24 h (Core's `DEFAULT_MISBEHAVING_BANTIME`).
+    pub ban_duration: Duration,
+    /// Where bans persist (JSON, written atomically); `None` keeps them in memory. Default
+    /// `None`.
+    pub bans_path: Option<PathBuf>,
+    /// How long stopping may take before [`ServerError::ShutdownTimeout`](super::ServerError).
+    /// Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Events buffered per subscriber before a slow one starts missing them. Default 1024.
+    pub event_capacity: usize,
+}
+
+impl ServerConfig {
+    /// The documented defaults around `peer`.
+    pub fn new(peer: PeerConfig) -> ServerConfig {
+        ServerConfig {
+            peer,
+            listen: Vec::new(),
+            max_pending_handshakes: 50,
+            admission: AdmissionRules::default(),
+            target_full_relay: 8,
+            target_block_relay: 2,
+            max_dials_in_flight: 8,
+            dial_timeout: Duration::from_secs(5),
+            outbound_interval: Duration::from_secs(1),
+            persistent: Vec::new(),
+            connect_only: false,
+            persistent_backoff: Backoff::PERSISTENT_PEER,
+            stable_connection: Duration::from_secs(60),
+            ban_threshold: 100,
+            ban_duration: Duration::from_secs(24 * 3600),
+            bans_path: None,
+            shutdown_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The dial side: how connections are opened ([`Dialer`]), where outbound addresses come
+//! from ([`AddressSource`]), and which candidates may be dialled (a pure filter).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use rand::seq::SliceRandom;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::netgroup::{netgroup, NetGroup};
+
+use super::{AdmissionRules, ConnectionKind, Registry};
+
+/// Any byte stream a peer can run over.
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+/// A boxed [`Connection`], so TCP, proxies and test pipes mix in one server.
+pub type BoxedConnection = Box<dyn Connection>;
+
+/// A future returned by [`Dialer::dial`].
+pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<BoxedConnection>> + Send>>;
+
+/// Opens outbound connections. The server applies its own timeout around `dial`.
+pub trait Dialer: Send + Sync + 'static {
+    /// Connects to `addr`.
+    fn dial(&self, addr: SocketAddr) -> DialFuture;
+}
+
+/// Plain TCP with `TCP_NODELAY`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr) -> DialFuture {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as BoxedConnection)
+        })
+    }
+}
+
+/// Where outbound addresses come from (the address manager implements this).
+pub trait AddressSource: Send + Sync + 'static {
+    /// Up to `n` addresses worth trying for a connection of `kind`; the server filters out
+    /// banned, restricted, connected, dialling, own and same-netgroup addresses.
+    fn candidates(&self, kind: ConnectionKind, n: usize) -> Vec<SocketAddr>;
+
+    /// A dial to `addr` was attempted and failed (Core's `Attempt`).
+    fn dial_failed(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
+
+    /// A handshake with `addr` succeeded (Core's `Good`).
+    fn connected(&self, addr: SocketAddr) {
+        let _ = addr;
+    }
+}
+
+/// A fixed list of addresses, offered in random order.
+#[derive(Debug, Default)]
+pub struct FixedAddresses {
+    addrs: Mutex<Vec<SocketAddr>>,
+}
+
+impl FixedAddresses {
+    /// A source offering `addrs`.
+    pub fn new(addrs: Vec<SocketAddr>) -> FixedAddresses {
+        FixedAddresses {
+            addrs: Mutex::new(addrs),
+        }
+    }
+}
+
+impl AddressSource for FixedAddresses {
+    fn candidates(&self, _kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
+        let mut addrs = self.addrs.lock().expect("address list lock").clone();
+        addrs.shuffle(&mut rand::thread_rng());
+        addrs.truncate(n);
+        addrs
+    }
+}
+
+/// Filters `candidates` down to at most `want` addresses that may be dialled now: not ours,
+/// permitted by allow/deny, not banned, not connected or being dialled, and each in a network
+/// group with no outbound peer yet (one per /16 IPv4, /32 IPv6, as Core), counting the picks
+/// themselves.
+pub fn pick_dials<T>(
+    candidates: &[SocketAddr],
+    want: usize,
+    registry: &Registry<T>,
+    rules: &AdmissionRules,
+    own: &[SocketAddr],
+    is_banned: impl Fn(SocketAddr) -> bool,
+) -> Vec<SocketAddr> {
+    let mut picked: Vec<SocketAddr> = Vec::new();
+    let mut groups: Vec<NetGroup> = Vec::new();
+    for &addr in candidates {
+        if picked.len() == want {
+            break;
+        }
+        let group = netgroup(addr.ip());
+        let skip = own.contains(&addr)
+            || rules.permits(addr.ip()).is_err()
+            || is_banned(addr)
+            || registry.is_connected_or_dialing(addr)
+            || picked.contains(&addr)
+            || groups.contains(&group)
+            || registry.has_outbound_in(group);
+        if !skip {
+            picked.push(addr);
+            groups.push(group);
+        }
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_per_netgroup_and_never_own_banned_restricted_or_busy() {
+        let mut reg = Registry::<()>::default();
+        assert!(reg.begin_dial(a("7.7.1.1:8333"), ConnectionKind::FullRelay));
+        let rules = AdmissionRules {
+            deny: vec!["9.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        let candidates = [
+            a("1.1.1.1:8333"),
+            a("1.1.2.2:8333"), // same /16 as the first
+            a("2.2.2.2:8333"), // ours
+            a("3.3.3.3:8333"), // banned
+            a("9.9.9.9:8333"), // denied
+            a("7.7.9.9:8333"), // same /16 as a dial in flight
+            a("[2600:1::1]:8333"),
+            a("[2600:1:ffff::1]:8333"), // same /32
+            a("[2600:2::1]:8333"),
+            a("4.4.4.4:8333"),
+        ];
+        let picked = pick_dials(&candidates, 10, &reg, &rules, &[a("2.2.2.2:8333")], |x| {
+            x == a("3.3.3.3:8333")
+        });
+        assert_eq!(
+            picked,
+            vec![
+                a("1.1.1.1:8333"),
+                a("[2600:1::1]:8333"),
+                a("[2600:2::1]:8333"),
+                a("4.4.4.4:8333")
+            ]
+        );
+        let two = pick_dials(&candidates, 2, &reg, &rules, &[], |_| false);
+        assert_eq!(two.len(), 2);
+    }
+}

@@ -1,0 +1,79 @@
+//! Peer events for subscribers.
+//!
+//! Delivery uses a bounded broadcast channel: the server never waits for a subscriber. A
+//! subscriber that falls more than [`event_capacity`](super::ServerConfig::event_capacity)
+//! events behind gets `Err(RecvError::Lagged(n))` telling how many it missed, then continues
+//! with the oldest event still buffered (unlike geth's feed, whose `Send` blocks on slow
+//! subscribers).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::peer::{Direction, DisconnectReason, HandshakeError, Negotiated, PeerId};
+
+use super::{ConnectionKind, Refusal};
+
+/// Something that happened to a connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// A peer completed the handshake and was admitted.
+    Connected {
+        /// Its id.
+        id: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why it exists.
+        kind: ConnectionKind,
+        /// What the handshake agreed on.
+        negotiated: Box<Negotiated>,
+    },
+    /// An admitted peer disconnected.
+    Disconnected {
+        /// Its id.
+        id: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+        /// How long it was connected.
+        connected_for: Duration,
+    },
+    /// A handshake failed.
+    HandshakeFailed {
+        /// The remote address.
+        addr: SocketAddr,
+        /// Who opened the connection.
+        direction: Direction,
+        /// The typed error.
+        error: Arc<HandshakeError>,
+    },
+    /// A connection was refused by an admission checkpoint (before or after the handshake).
+    Refused {
+        /// The remote address.
+        addr: SocketAddr,
+        /// Who opened the connection.
+        direction: Direction,
+        /// Which rule refused it.
+        refusal: Refusal,
+    },
+    /// A dial failed or timed out.
+    DialFailed {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// What went wrong.
+        error: Arc<std::io::Error>,
+    },
+    /// A subnet was banned.
+    Banned {
+        /// The subnet (a single address is a /32 or /128).
+        subnet: IpNet,
+        /// Unix time (seconds) when the ban ends.
+        until: u64,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,610 @@
+//! Connection management for many peers: listening, admission, dialing, persistent peers,
+//! bans, eviction, events and graceful shutdown, as go-ethereum's p2p server and btcd's
+//! server/connmgr do, with Bitcoin Core's limits.
+//!
+//! # Accept path
+//! ```text
+//! pending slot (semaphore, max_pending_handshakes) ── taken BEFORE accept()
+//!   └─ accept() ── error: back off 5 ms → 1 s, log once per burst
+//!        └─ checkpoint 1 (Registry::begin_pending): allow/deny list, ban,
+//!           ≤ 8 pending per /24 or /64, ≤ 5 established per IP      ── refuse: close at once
+//!             └─ handshake (peer core; self-connection via the shared nonce cache)
+//!                  └─ checkpoint 2 (Registry::admit): duplicate address or nonce, per IP,
+//!                     max inbound → evict (SelectNodeToEvict) or refuse, max total
+//!                       └─ run until disconnect → score misbehaviour → maybe ban
+//! ```
+//! # Dial path
+//! ```text
+//! outbound loop (every outbound_interval, and after each disconnect)
+//!   └─ deficit per kind (8 full-relay, 2 block-relay-only) minus dials in flight
+//!        └─ AddressSource::candidates → pick_dials: not own, allow/deny, not banned,
+//!           not connected/dialing, one per netgroup; ≤ max_dials_in_flight
+//!             └─ dial with timeout → handshake → checkpoint 2 → run
+//! persistent peers: one loop each: dial → run → backoff 1 s…5 min ±50% (reset after a
+//! connection that lasted) → dial again, until shutdown
+//! ```
+//! Trusted peers bypass every limit and ban and are never evicted. Bans are checked at accept
+//! and before dialing.
+//!
+//! # Lifecycle
+//! [`Server::new`] does no I/O. [`Server::start`] binds the listeners and spawns the tasks; it
+//! can be called once: a running or stopped server returns [`ServerError::AlreadyStarted`] —
+//! a stopped server cannot be restarted; build a new one. Cancelling the token given to
+//! `start` stops it: listeners close, dials and handshakes are cancelled, every peer is
+//! disconnected, and [`Server::stopped`] returns once every task ended, or with
+//! [`ServerError::ShutdownTimeout`] after
+//! [`shutdown_timeout`](ServerConfig::shutdown_timeout).
+
+mod accept;
+pub mod ban;
+mod config;
+mod dial;
+mod events;
+pub mod eviction;
+mod misbehaviour;
+mod outbound;
+mod registry;
+mod session;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::message_blockdata::Inventory;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use ban::{BanEntry, BanFileError, BanList, BanScore};
+pub use config::{ConnectionKind, ServerConfig};
+pub use dial::{
+    pick_dials, AddressSource, BoxedConnection, Connection, DialFuture, Dialer, FixedAddresses,
+    TcpDialer,
+};
+pub use events::PeerEvent;
+pub use misbehaviour::misbehaviour_score;
+pub use registry::{AdmissionRules, Established, Refusal, Registry};
+
+use crate::netgroup::is_local;
+use crate::peer::{Direction, MessageHandler, PeerHandle, PeerId, PeerStats, SendError};
+
+/// Makes the message handler for each admitted peer.
+///
+/// Implemented for closures `Fn(&PeerHandle, ConnectionKind) -> H`.
+pub trait PeerHandlers: Send + Sync + 'static {
+    /// The handler type.
+    type Handler: MessageHandler;
+    /// A handler for a newly admitted peer.
+    fn handler(&self, peer: &PeerHandle, kind: ConnectionKind) -> Self::Handler;
+}
+
+impl<F, H> PeerHandlers for F
+where
+    F: Fn(&PeerHandle, ConnectionKind) -> H + Send + Sync + 'static,
+    H: MessageHandler,
+{
+    type Handler = H;
+    fn handler(&self, peer: &PeerHandle, kind: ConnectionKind) -> H {
+        self(peer, kind)
+    }
+}
+
+/// Server lifecycle errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// `start` was called on a server that is running or has stopped.
+    #[error("server already started (a stopped server cannot be restarted)")]
+    AlreadyStarted,
+    /// `stopped` was called before `start`.
+    #[error("server not started")]
+    NotStarted,
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Tasks were still running when the shutdown bound elapsed.
+    #[error("{remaining} tasks still running after {after:?}")]
+    ShutdownTimeout {
+        /// Tasks not finished.
+        remaining: usize,
+        /// The bound.
+        after: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    New,
+    Running,
+    Stopped,
+}
+
+/// What the server keeps with each admitted peer.
+pub(crate) type Entry = PeerHandle;
+
+pub(crate) struct Inner<H> {
+    pub(crate) config: ServerConfig,
+    pub(crate) handlers: H,
+    pub(crate) dialer: Box<dyn Dialer>,
+    pub(crate) source: Box<dyn AddressSource>,
+    pub(crate) registry: Mutex<Registry<Entry>>,
+    pub(crate) bans: Mutex<BanList>,
+    pub(crate) scores: Mutex<HashMap<PeerId, BanScore>>,
+    pub(crate) events: broadcast::Sender<PeerEvent>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) pending_slots: Arc<Semaphore>,
+    pub(crate) local_addrs: Mutex<Vec<SocketAddr>>,
+    pub(crate) netgroup_key: RandomState,
+    pub(crate) epoch: Instant,
+    /// Wakes the outbound loop (after a disconnect or a finished dial).
+    pub(crate) wake_outbound: Notify,
+    lifecycle: Mutex<Lifecycle>,
+}
+
+impl<H> Inner<H> {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<Entry>> {
+        self.registry.lock().expect("registry lock")
+    }
+
+    pub(crate) fn emit(&self, event: PeerEvent) {
+        // No subscribers is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.bans
+            .lock()
+            .expect("ban lock")
+            .is_banned(addr.ip(), unix_now())
+            .is_some()
+    }
+
+    /// Adds `score` to `id`'s ban score; at the threshold disconnects it and bans its address
+    /// (trusted and local peers are only disconnected). Returns whether it was banned.
+    pub(crate) fn misbehaving(
+        &self,
+        id: PeerId,
+        addr: SocketAddr,
+        score: u32,
+        reason: &str,
+    ) -> bool {
+        if score == 0 {
+            return false;
+        }
+        let total = {
+            let mut scores = self.scores.lock().expect("score lock");
+            scores
+                .entry(id)
+                .or_default()
+                .increase(score, 0, Instant::now().into_std())
+        };
+        tracing::debug!(peer = id.0, %addr, score, total, reason, "misbehaving");
+        if total < self.config.ban_threshold {
+            return false;
+        }
+        if let Some(handle) = self.registry().get(id).map(|e| e.payload.clone()) {
+            handle.disconnect();
+        }
+        if self.config.admission.is_trusted(addr.ip()) || is_local(addr.ip()) {
+            tracing::info!(peer = id.0, %addr, reason, "not banning a trusted or local peer");
+            return false;
+        }
+        let subnet = IpNet::from(crate::netgroup::canonical(addr.ip()));
+        self.ban(
+            subnet,
+            self.config.ban_duration,
+            format!("ban score {total}: {reason}"),
+        );
+        true
+    }
+
+    pub(crate) fn ban(&self, subnet: IpNet, duration: Duration, reason: String) {
+        let now = unix_now();
+        let until = now.saturating_add(duration.as_secs());
+        {
+            let mut bans = self.bans.lock().expect("ban lock");
+            bans.ban(subnet, until, reason.clone(), now);
+            if let Some(path) = &self.config.bans_path {
+                if let Err(e) = bans.save(path) {
+                    tracing::error!(error = %e, "could not save bans");
+                }
+            }
+        }
+        let victims: Vec<PeerHandle> = self
+            .registry()
+            .iter()
+            .filter(|p| !p.trusted && subnet.contains(&crate::netgroup::canonical(p.addr.ip())))
+            .map(|p| p.payload.clone())
+            .collect();
+        for v in victims {
+            v.disconnect();
+        }
+        tracing::info!(%subnet, until, reason, "banned");
+        self.emit(PeerEvent::Banned {
+            subnet,
+            until,
+            reason,
+        });
+    }
+}
+
+/// Seconds since the Unix epoch (ban times persist across restarts).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A server managing many peers. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Server<H: PeerHandlers> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: PeerHandlers> Server<H> {
+    /// A server with `config`, making each peer's handler with `handlers`, dialling TCP and
+    /// drawing outbound addresses from a [`FixedAddresses`] list that is initially empty
+    /// (replace with [`with_address_source`](Self::with_address_source)). Loads persisted bans
+    /// from [`bans_path`](ServerConfig::bans_path); a corrupt file is moved aside and logged.
+    pub fn new(config: ServerConfig, handlers: H) -> Server<H> {
+        let bans = match &config.bans_path {
+            Some(path) => {
+                let (list, error) = BanList::load(path, unix_now());
+                if let Some(e) = error {
+                    tracing::error!(error = %e, "ban list not loaded");
+                }
+                list
+            }
+            None => BanList::default(),
+        };
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        Server {
+            inner: Arc::new(Inner {
+                pending_slots: Arc::new(Semaphore::new(config.max_pending_handshakes)),
+                config,
+                handlers,
+                dialer: Box::new(TcpDialer),
+                source: Box::new(FixedAddresses::default()),
+                registry: Mutex::new(Registry::default()),
+                bans: Mutex::new(bans),
+                scores: Mutex::new(HashMap::new()),
+                events,
+                tracker: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                local_addrs: Mutex::new(Vec::new()),
+                netgroup_key: RandomState::new(),
+                epoch: Instant::now(),
+                wake_outbound: Notify::new(),
+                lifecycle: Mutex::new(Lifecycle::New),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner<H> {
+        Arc::get_mut(&mut self.inner).expect("configure the server before starting it")
+    }
+
+    /// Uses `dialer` for outbound connections (e.g. a proxy, or in-memory pipes in tests).
+    pub fn with_dialer(mut self, dialer: impl Dialer) -> Self {
+        self.inner_mut().dialer = Box::new(dialer);
+        self
+    }
+
+    /// Draws outbound addresses from `source`.
+    pub fn with_address_source(mut self, source: impl AddressSource) -> Self {
+        self.inner_mut().source = Box::new(source);
+        self
+    }
+
+    /// Binds the listeners and starts every task; returns once listening.
+    ///
+    /// # Errors
+    /// [`ServerError::AlreadyStarted`] if called twice (also after stopping);
+    /// [`ServerError::Bind`] if a listen address cannot be bound (nothing is left running).
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        {
+            let mut state = self.inner.lifecycle.lock().expect("lifecycle lock");
+            if *state != Lifecycle::New {
+                return Err(ServerError::AlreadyStarted);
+            }
+            *state = Lifecycle::Running;
+        }
+        let mut listeners = Vec::new();
+        for &addr in &self.inner.config.listen {
+            match TcpListener::bind(addr).await {
+                Ok(l) => listeners.push(l),
+                Err(source) => {
+                    self.inner.cancel.cancel();
+                    *self.inner.lifecycle.lock().expect("lifecycle lock") = Lifecycle::Stopped;
+                    return Err(ServerError::Bind { addr, source });
+                }
+            }
+        }
+        let inner = &self.inner;
+        for listener in listeners {
+            let local = listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: listener_addr(&listener),
+                source,
+            })?;
+            inner
+                .local_addrs
+                .lock()
+                .expect("local addrs lock")
+                .push(local);
+            tracing::info!(%local, "listening");
+            inner
+                .tracker
+                .spawn(accept::accept_loop(inner.clone(), listener));
+        }
+        if !inner.config.connect_only
+            && (inner.config.target_full_relay + inner.config.target_block_relay) > 0
+        {
+            inner.tracker.spawn(outbound::outbound_loop(inner.clone()));
+        }
+        for &addr in &inner.config.persistent {
+            inner
+                .tracker
+                .spawn(outbound::persistent_loop(inner.clone(), addr));
+        }
+        let cancel = inner.cancel.clone();
+        inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => cancel.cancel(),
+                _ = cancel.cancelled() => {}
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits until the server has stopped (after the `start` token was cancelled): every task
+    /// ended and every connection closed. Saves the ban list.
+    ///
+    /// # Errors
+    /// [`ServerError::NotStarted`] before `start`; [`ServerError::ShutdownTimeout`] if tasks
+    /// remain [`shutdown_timeout`](ServerConfig::shutdown_timeout) after cancellation.
+    pub async fn stopped(&self) -> Result<(), ServerError> {
+        if *self.inner.lifecycle.lock().expect("lifecycle lock") == Lifecycle::New {
+            return Err(ServerError::NotStarted);
+        }
+        self.inner.cancel.cancelled().await;
+        self.inner.tracker.close();
+        let after = self.inner.config.shutdown_timeout;
+        let result = tokio::time::timeout(after, self.inner.tracker.wait()).await;
+        *self.inner.lifecycle.lock().expect("lifecycle lock") = Lifecycle::Stopped;
+        if let Some(path) = &self.inner.config.bans_path {
+            if let Err(e) = self.inner.bans.lock().expect("ban lock").save(path) {
+                tracing::error!(error = %e, "could not save bans");
+            }
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ServerError::ShutdownTimeout {
+                remaining: self.inner.tracker.len(),
+                after,
+            }),
+        }
+    }
+
+    /// [`start`](Self::start), then [`stopped`](Self::stopped).
+    ///
+    /// # Errors
+    /// As both.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        self.start(shutdown).await?;
+        self.stopped().await
+    }
+
+    /// The bound listen addresses (with real ports when configured with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .local_addrs
+            .lock()
+            .expect("local addrs lock")
+            .clone()
+    }
+
+    /// A new event subscription (see [`PeerEvent`] for lag behaviour).
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tasks still running (accept loops, dial loops, connections); 0 once stopped.
+    pub fn tasks(&self) -> usize {
+        self.inner.tracker.len()
+    }
+
+    /// Inbound connections currently in the handshake (holding a pending slot).
+    pub fn pending_handshakes(&self) -> usize {
+        self.inner.config.max_pending_handshakes - self.inner.pending_slots.available_permits()
+    }
+
+    /// Outbound dials in flight (connecting or handshaking).
+    pub fn dials_in_flight(&self) -> usize {
+        self.inner.registry().dials_in_flight()
+    }
+
+    /// Stats of every admitted peer.
+    pub fn peers(&self) -> Vec<PeerStats> {
+        let handles: Vec<PeerHandle> = self
+            .inner
+            .registry()
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect();
+        handles.iter().map(PeerHandle::stats).collect()
+    }
+
+    /// Admitted peers in `direction`.
+    pub fn count(&self, direction: Direction) -> usize {
+        self.inner.registry().count(direction)
+    }
+
+    /// Admitted peers of `kind`.
+    pub fn count_kind(&self, kind: ConnectionKind) -> usize {
+        self.inner.registry().count_kind(kind)
+    }
+
+    /// The handle of peer `id`.
+    pub fn peer(&self, id: PeerId) -> Option<PeerHandle> {
+        self.inner.registry().get(id).map(|e| e.payload.clone())
+    }
+
+    /// The handle of the peer at `addr`.
+    pub fn peer_by_addr(&self, addr: SocketAddr) -> Option<PeerHandle> {
+        self.inner
+            .registry()
+            .find_addr(addr)
+            .map(|e| e.payload.clone())
+    }
+
+    /// Disconnects peer `id`; returns whether it was connected.
+    pub fn disconnect(&self, id: PeerId) -> bool {
+        self.peer(id).map(|h| h.disconnect()).is_some()
+    }
+
+    /// Disconnects the peer at `addr`; returns whether one was connected.
+    pub fn disconnect_addr(&self, addr: SocketAddr) -> bool {
+        self.peer_by_addr(addr).map(|h| h.disconnect()).is_some()
+    }
+
+    /// Sends `msg` to peer `id`.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`] if no such peer, else as [`PeerHandle::send`].
+    pub fn send_to(&self, id: PeerId, msg: NetworkMessage) -> Result<(), SendError> {
+        self.peer(id).ok_or(SendError::Disconnected)?.send(msg)
+    }
+
+    /// Sends `msg` to every admitted peer; returns how many accepted it.
+    pub fn broadcast(&self, msg: &NetworkMessage) -> usize {
+        let handles: Vec<PeerHandle> = self
+            .inner
+            .registry()
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect();
+        handles
+            .iter()
+            .filter(|h| h.send(msg.clone()).is_ok())
+            .count()
+    }
+
+    /// Queues `items` for announcement to every peer except `except` (the source), through each
+    /// peer's trickling and known-inventory filter; block-relay-only peers get only block
+    /// items. Returns how many peers it was queued for.
+    pub fn relay_inventory(&self, items: &[Inventory], except: Option<PeerId>) -> usize {
+        let targets: Vec<(PeerHandle, ConnectionKind)> = self
+            .inner
+            .registry()
+            .iter()
+            .filter(|e| Some(e.id) != except)
+            .map(|e| (e.payload.clone(), e.kind))
+            .collect();
+        let mut queued = 0;
+        for (handle, kind) in targets {
+            let items: Vec<Inventory> = if kind == ConnectionKind::BlockRelayOnly {
+                items
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        matches!(
+                            i,
+                            Inventory::Block(_)
+                                | Inventory::WitnessBlock(_)
+                                | Inventory::CompactBlock(_)
+                        )
+                    })
+                    .collect()
+            } else {
+                items.to_vec()
+            };
+            if !items.is_empty() && handle.queue_inventory(items).is_ok() {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// Reports misbehaviour of peer `id` with `score` (btcd's ban score: at
+    /// [`ban_threshold`](ServerConfig::ban_threshold) the peer is disconnected and banned for
+    /// [`ban_duration`](ServerConfig::ban_duration); trusted and local peers are only
+    /// disconnected). Returns whether it was banned.
+    pub fn misbehaving(&self, id: PeerId, score: u32, reason: &str) -> bool {
+        let Some(addr) = self.inner.registry().get(id).map(|e| e.addr) else {
+            return false;
+        };
+        self.inner.misbehaving(id, addr, score, reason)
+    }
+
+    /// Bans `subnet` (a single address: /32 or /128) for `duration`, disconnecting matching
+    /// non-trusted peers.
+    pub fn ban(&self, subnet: IpNet, duration: Duration, reason: &str) {
+        self.inner.ban(subnet.trunc(), duration, reason.to_string());
+    }
+
+    /// Lifts the ban on exactly `subnet`; returns whether there was one.
+    pub fn unban(&self, subnet: IpNet) -> bool {
+        let removed = self
+            .inner
+            .bans
+            .lock()
+            .expect("ban lock")
+            .unban(&subnet.trunc());
+        self.save_bans();
+        removed
+    }
+
+    /// Current bans, expired ones excluded.
+    pub fn bans(&self) -> Vec<(IpNet, BanEntry)> {
+        self.inner.bans.lock().expect("ban lock").list(unix_now())
+    }
+
+    /// Lifts every ban.
+    pub fn clear_bans(&self) {
+        self.inner.bans.lock().expect("ban lock").clear();
+        self.save_bans();
+    }
+
+    fn save_bans(&self) {
+        if let Some(path) = &self.inner.config.bans_path {
+            if let Err(e) = self.inner.bans.lock().expect("ban lock").save(path) {
+                tracing::error!(error = %e, "could not save bans");
+            }
+        }
+    }
+
+    /// Records that peer `id` just sent a block we did not have (protects it from eviction,
+    /// as Core's `m_last_block_time`).
+    pub fn mark_novel_block(&self, id: PeerId) {
+        if let Some(e) = self.inner.registry().get_mut(id) {
+            e.last_novel_block = Some(Instant::now());
+        }
+    }
+
+    /// Records that peer `id` just sent a transaction we did not have (Core's
+    /// `m_last_tx_time`).
+    pub fn mark_novel_tx(&self, id: PeerId) {
+        if let Some(e) = self.inner.registry().get_mut(id) {
+            e.last_novel_tx = Some(Instant::now());
+        }
+    }
+}
+
+fn listener_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

@@ -1,0 +1,145 @@
+//! Outbound connections: keeping the targets filled from the address source, and persistent
+//! peers with backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::dial::pick_dials;
+use super::session::serve;
+use super::{ConnectionKind, Inner, PeerEvent, PeerHandlers};
+
+/// The least time between two fills, so disconnect storms cannot make the loop spin.
+const MIN_FILL_SPACING: Duration = Duration::from_millis(100);
+
+/// Keeps `target_full_relay` + `target_block_relay` outbound peers.
+pub(crate) async fn outbound_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
+    loop {
+        for (kind, target) in [
+            (
+                ConnectionKind::BlockRelayOnly,
+                inner.config.target_block_relay,
+            ),
+            (ConnectionKind::FullRelay, inner.config.target_full_relay),
+        ] {
+            fill(&inner, kind, target);
+        }
+        // Woken early when an outbound peer disconnects; failed dials are not retried before
+        // the interval (the address source decides what to offer next).
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.outbound_interval) => {}
+            _ = inner.wake_outbound.notified() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(MIN_FILL_SPACING) => {}
+                    _ = inner.cancel.cancelled() => return,
+                }
+            }
+            _ = inner.cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Starts dials for the deficit of `kind`, within the in-flight bound.
+fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: usize) {
+    let (deficit, room) = {
+        let reg = inner.registry();
+        let have = reg.count_kind(kind) + reg.dials_of(kind);
+        (
+            target.saturating_sub(have),
+            inner
+                .config
+                .max_dials_in_flight
+                .saturating_sub(reg.dials_in_flight()),
+        )
+    };
+    let want = deficit.min(room);
+    if want == 0 {
+        return;
+    }
+    // Ask for more than needed: some are filtered out.
+    let candidates = inner.source.candidates(kind, want * 4 + 8);
+    let own = inner.local_addrs.lock().expect("local addrs lock").clone();
+    let picked = {
+        let mut reg = inner.registry();
+        let picked = pick_dials(
+            &candidates,
+            want,
+            &reg,
+            &inner.config.admission,
+            &own,
+            |a| inner.is_banned(a),
+        );
+        for &addr in &picked {
+            reg.begin_dial(addr, kind);
+        }
+        picked
+    };
+    for addr in picked {
+        let inner2 = inner.clone();
+        inner.tracker.spawn(async move {
+            dial_and_serve(&inner2, addr, kind).await;
+        });
+    }
+}
+
+/// Dials `addr` (already marked as dialling) and serves the connection; returns how long it
+/// stayed admitted (`None` if it never was).
+pub(crate) async fn dial_and_serve<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    addr: SocketAddr,
+    kind: ConnectionKind,
+) -> Option<Duration> {
+    let dialed = tokio::select! {
+        r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)) => {
+            r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "dial timed out")))
+        }
+        _ = inner.cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
+    };
+    match dialed {
+        Ok(stream) => serve(inner.clone(), stream, addr, kind, None).await,
+        Err(e) => {
+            inner.registry().end_dial(addr);
+            if !inner.cancel.is_cancelled() {
+                tracing::debug!(%addr, error = %e, "dial failed");
+                inner.source.dial_failed(addr);
+                inner.emit(PeerEvent::DialFailed {
+                    addr,
+                    error: Arc::new(e),
+                });
+            }
+            None
+        }
+    }
+}
+
+/// Keeps one persistent peer connected: dial, run, back off, repeat, until shutdown.
+pub(crate) async fn persistent_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, addr: SocketAddr) {
+    let mut streak: u32 = 0;
+    loop {
+        if inner.cancel.is_cancelled() {
+            return;
+        }
+        let began = inner.registry().begin_dial(addr, ConnectionKind::Manual);
+        let lasted = if began {
+            dial_and_serve(&inner, addr, ConnectionKind::Manual).await
+        } else {
+            None
+        };
+        // A connection that lasted resets the backoff; failures and short ones grow it.
+        streak = match lasted {
+            Some(d) if d >= inner.config.stable_connection => 0,
+            _ => streak.saturating_add(1),
+        };
+        let delay = inner
+            .config
+            .persistent_backoff
+            .delay(streak.saturating_sub(1), rand::thread_rng().gen());
+        tracing::debug!(%addr, ?delay, streak, "persistent peer: reconnecting after backoff");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+    }
+}

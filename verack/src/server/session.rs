@@ -1,0 +1,196 @@
+//! One connection's life in the server: handshake, checkpoint 2 (admission, eviction), run,
+//! then cleanup, misbehaviour scoring and events.
+
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::netgroup::{is_local, netgroup};
+use crate::peer::{BoxError, Direction, Peer, PeerId};
+
+use super::dial::BoxedConnection;
+use super::eviction::{select_node_to_evict, EvictionCandidate, EvictionNetwork};
+use super::misbehaviour::misbehaviour_score;
+use super::{ConnectionKind, Entry, Established, Inner, PeerEvent, PeerHandlers, Registry};
+
+/// An inbound connection's pending-handshake slot: the semaphore permit and the per-/24 count,
+/// released together when dropped.
+pub(crate) struct PendingSlot {
+    release: Box<dyn FnOnce() + Send>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PendingSlot {
+    pub(crate) fn new<H: PeerHandlers>(
+        inner: Arc<Inner<H>>,
+        permit: OwnedSemaphorePermit,
+        ip: IpAddr,
+    ) -> PendingSlot {
+        PendingSlot {
+            release: Box::new(move || inner.registry().end_pending(ip)),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let release = std::mem::replace(&mut self.release, Box::new(|| {}));
+        release();
+    }
+}
+
+/// Serves one connection to the end. For outbound connections `addr` is marked as dialling
+/// and the mark is cleared once admission is decided. Returns how long the peer stayed
+/// admitted, or `None` if it never was.
+pub(crate) async fn serve<H: PeerHandlers>(
+    inner: Arc<Inner<H>>,
+    stream: BoxedConnection,
+    addr: SocketAddr,
+    kind: ConnectionKind,
+    slot: Option<PendingSlot>,
+) -> Option<Duration> {
+    let direction = if kind == ConnectionKind::Inbound {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
+    let mut config = inner.config.peer.clone();
+    if kind == ConnectionKind::BlockRelayOnly {
+        config.relay = false;
+    }
+    let handshake = Peer::new(stream, direction, addr, config)
+        .handshake(&inner.cancel, |_| Ok::<(), BoxError>(()))
+        .await;
+    drop(slot);
+    let peer = match handshake {
+        Ok(peer) => peer,
+        Err(error) => {
+            if direction == Direction::Outbound {
+                inner.registry().end_dial(addr);
+            }
+            if !inner.cancel.is_cancelled() {
+                tracing::debug!(%addr, %error, "handshake failed");
+                inner.emit(PeerEvent::HandshakeFailed {
+                    addr,
+                    direction,
+                    error: Arc::new(error),
+                });
+            }
+            return None;
+        }
+    };
+    let handle = peer.handle();
+    let id = peer.id();
+    let entry = Established {
+        id,
+        addr,
+        direction,
+        kind,
+        trusted: inner.config.admission.is_trusted(addr.ip()),
+        remote_nonce: peer.negotiated().remote_nonce,
+        netgroup: netgroup(addr.ip()),
+        connected_at: Instant::now(),
+        last_novel_block: None,
+        last_novel_tx: None,
+        payload: handle.clone(),
+    };
+    let admitted = {
+        let mut reg = inner.registry();
+        if direction == Direction::Outbound {
+            reg.end_dial(addr);
+        }
+        if inner.cancel.is_cancelled() {
+            Err(super::Refusal::ShuttingDown)
+        } else {
+            reg.admit(entry, &inner.config.admission, |r| {
+                choose_eviction(&inner, r)
+            })
+        }
+    };
+    match admitted {
+        Ok(evicted) => {
+            if let Some(victim) = evicted {
+                tracing::info!(
+                    evicted = victim.id.0,
+                    for_peer = id.0,
+                    "inbound slots full: evicting"
+                );
+                victim.payload.disconnect();
+            }
+        }
+        Err(refusal) => {
+            tracing::debug!(%addr, %refusal, "refused after the handshake");
+            inner.emit(PeerEvent::Refused {
+                addr,
+                direction,
+                refusal,
+            });
+            return None;
+        }
+    }
+    if direction == Direction::Outbound {
+        inner.source.connected(addr);
+    }
+    inner.emit(PeerEvent::Connected {
+        id,
+        addr,
+        kind,
+        negotiated: Box::new(peer.negotiated().clone()),
+    });
+    let handler = inner.handlers.handler(&handle, kind);
+    let started = Instant::now();
+    let reason = peer.run(handler, inner.cancel.child_token()).await;
+    let connected_for = started.elapsed();
+    inner.misbehaving(id, addr, misbehaviour_score(&reason), &reason.to_string());
+    inner.registry().remove(id);
+    inner.scores.lock().expect("score lock").remove(&id);
+    inner.emit(PeerEvent::Disconnected {
+        id,
+        addr,
+        reason,
+        connected_for,
+    });
+    inner.wake_outbound.notify_one();
+    Some(connected_for)
+}
+
+/// Builds Core's eviction candidates from the inbound peers and picks one.
+fn choose_eviction<H>(inner: &Inner<H>, reg: &Registry<Entry>) -> Option<PeerId> {
+    let candidates: Vec<EvictionCandidate> = reg
+        .iter()
+        .map(|e| {
+            let negotiated = e.payload.negotiated();
+            let since = |t: Option<Instant>| {
+                t.map_or(Duration::ZERO, |t| t.saturating_duration_since(inner.epoch))
+            };
+            EvictionCandidate {
+                id: e.id.0,
+                connected: e.connected_at.saturating_duration_since(inner.epoch),
+                min_ping: e.payload.stats().min_ping,
+                last_block_time: since(e.last_novel_block),
+                last_tx_time: since(e.last_novel_tx),
+                relevant_services: negotiated
+                    .services
+                    .has(bitcoin::p2p::ServiceFlags::NETWORK | bitcoin::p2p::ServiceFlags::WITNESS),
+                relay_txs: negotiated.relay,
+                bloom_filter: false,
+                keyed_netgroup: inner.netgroup_key.hash_one(e.netgroup),
+                prefer_evict: false,
+                is_local: is_local(e.addr.ip()),
+                network: if crate::netgroup::canonical(e.addr.ip()).is_ipv4() {
+                    EvictionNetwork::Ipv4
+                } else {
+                    EvictionNetwork::Ipv6
+                },
+                noban: e.trusted,
+                inbound: e.direction == Direction::Inbound,
+            }
+        })
+        .collect();
+    select_node_to_evict(candidates).map(PeerId)
+}
