@@ -39,6 +39,13 @@ struct Bcoin {
     prefix: PathBuf,
 }
 
+impl Bcoin {
+    /// Kills bcoin and waits until it has exited (its ports are free again).
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 impl Drop for Bcoin {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
@@ -56,6 +63,11 @@ async fn free_port() -> u16 {
 }
 
 async fn start_bcoin(dial: SocketAddr) -> Bcoin {
+    start_bcoin_on(free_port().await, free_port().await, dial).await
+}
+
+/// Starts bcoin listening on `p2p`, RPC on `rpc`, dialling only `dial`.
+async fn start_bcoin_on(p2p: u16, rpc: u16, dial: SocketAddr) -> Bcoin {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bcoin");
     let bin = dir.join("node_modules/bcoin/bin/node");
     assert!(
@@ -63,7 +75,6 @@ async fn start_bcoin(dial: SocketAddr) -> Bcoin {
         "bcoin is not installed: run `npm ci` in {} (.ci/run does)",
         dir.display()
     );
-    let (p2p, rpc) = (free_port().await, free_port().await);
     let prefix = std::env::temp_dir().join(format!("verack-bcoin-{}-{p2p}", std::process::id()));
     let mut cmd = Command::new("node");
     cmd.arg(&bin)
@@ -258,5 +269,99 @@ async fn bcoin_regtest_both_directions() {
         in_run.await.unwrap(),
         verack::peer::DisconnectReason::LocalRequest
     ));
+    drop(node);
+}
+
+/// The server accepts bcoin's inbound connection and keeps bcoin as a persistent peer,
+/// reconnecting after bcoin restarts on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_accepts_bcoin_and_keeps_it_as_a_persistent_peer_across_restarts() {
+    use verack::server::{ConnectionKind, PeerEvent, Server, ServerConfig};
+    let (p2p, rpc) = (free_port().await, free_port().await);
+    let bcoin_addr = SocketAddr::from(([127, 0, 0, 1], p2p));
+    let mut peer_cfg = PeerConfig::new(Network::Regtest);
+    peer_cfg.services = ServiceFlags::from(BCOIN_REQUIRED_SERVICES);
+    let mut cfg = ServerConfig::new(peer_cfg);
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.persistent = vec![bcoin_addr];
+    cfg.connect_only = true;
+    let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| {
+        verack::peer::IgnoreMessages
+    });
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let ours = server.local_addrs()[0];
+
+    let node = start_bcoin_on(p2p, rpc, ours).await;
+    let (mut inbound, mut manual) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inbound < 1 || manual < 1 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, events.recv())
+            .await
+            .expect("bcoin connects both ways within 30 s")
+            .unwrap()
+        {
+            PeerEvent::Connected {
+                kind: ConnectionKind::Inbound,
+                negotiated,
+                ..
+            } => {
+                assert!(negotiated.user_agent.starts_with("/bcoin:"));
+                inbound += 1;
+            }
+            PeerEvent::Connected {
+                kind: ConnectionKind::Manual,
+                addr,
+                negotiated,
+                ..
+            } => {
+                assert_eq!(addr, bcoin_addr);
+                assert!(negotiated.user_agent.starts_with("/bcoin:"));
+                manual += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(server.count_kind(ConnectionKind::Manual), 1);
+
+    // Restart bcoin on the same port: the persistent peer comes back.
+    node.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, events.recv())
+            .await
+            .expect("the manual peer disconnects")
+            .unwrap()
+        {
+            PeerEvent::Disconnected { addr, .. } if addr == bcoin_addr => break,
+            _ => {}
+        }
+    }
+    let node = start_bcoin_on(p2p, rpc, ours).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, events.recv())
+            .await
+            .expect("reconnected after the restart")
+            .unwrap()
+        {
+            PeerEvent::Connected {
+                kind: ConnectionKind::Manual,
+                addr,
+                ..
+            } => {
+                assert_eq!(addr, bcoin_addr);
+                break;
+            }
+            _ => {}
+        }
+    }
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+    assert_eq!(server.tasks(), 0);
     drop(node);
 }
