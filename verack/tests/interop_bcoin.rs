@@ -344,20 +344,18 @@ async fn server_accepts_bcoin_and_keeps_it_as_a_persistent_peer_across_restarts(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match timeout(left, events.recv())
+        let event = timeout(left, events.recv())
             .await
             .expect("reconnected after the restart")
-            .unwrap()
+            .unwrap();
+        if let PeerEvent::Connected {
+            kind: ConnectionKind::Manual,
+            addr,
+            ..
+        } = event
         {
-            PeerEvent::Connected {
-                kind: ConnectionKind::Manual,
-                addr,
-                ..
-            } => {
-                assert_eq!(addr, bcoin_addr);
-                break;
-            }
-            _ => {}
+            assert_eq!(addr, bcoin_addr);
+            break;
         }
     }
     shutdown.cancel();
