@@ -30,6 +30,8 @@ enum Answer {
     Refuse,
     /// The dial never completes.
     Hang,
+    /// A verack peer accepts, then sends `filterload` although we do not offer NODE_BLOOM.
+    Misbehave,
 }
 
 /// Dials in memory: each address gets a fresh verack peer on the far end of a duplex pipe.
@@ -59,11 +61,22 @@ impl Dialer for FakeNet {
             match answer {
                 Answer::Refuse => Err(std::io::ErrorKind::ConnectionRefused.into()),
                 Answer::Hang => std::future::pending().await,
-                Answer::Peer => {
+                Answer::Peer | Answer::Misbehave => {
                     let (ours, theirs) = tokio::io::duplex(1 << 16);
                     tokio::spawn(async move {
                         let remote = Peer::inbound(theirs, common::addr(9), config());
                         if let Ok(p) = remote.handshake(&CancellationToken::new(), accept).await {
+                            if matches!(answer, Answer::Misbehave) {
+                                let filter = bitcoin::p2p::message_bloom::FilterLoad {
+                                    filter: vec![0; 8],
+                                    hash_funcs: 1,
+                                    tweak: 0,
+                                    flags: bitcoin::p2p::message_bloom::BloomFlags::None,
+                                };
+                                let _ = p.handle().send(
+                                    bitcoin::p2p::message::NetworkMessage::FilterLoad(filter),
+                                );
+                            }
                             p.run(IgnoreMessages, CancellationToken::new()).await;
                         }
                     });
@@ -253,6 +266,72 @@ async fn dial_failures_are_reported_to_the_source_and_as_events() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(rec.failed.lock().unwrap().values().sum::<usize>() >= 2);
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn misbehaving_remote_peers_are_banned_and_not_redialled() {
+    let net = FakeNet::new(Answer::Misbehave);
+    let bad: SocketAddr = "30.1.2.3:8333".parse().unwrap();
+    let mut cfg = ServerConfig::new(config());
+    cfg.target_full_relay = 1;
+    cfg.target_block_relay = 0;
+    let server = Server::new(cfg, handlers())
+        .with_dialer(net.clone())
+        .with_address_source(FixedAddresses::new(vec![bad]));
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let mut saw = (false, false);
+    while !(saw.0 && saw.1) {
+        match events.recv().await.unwrap() {
+            PeerEvent::Disconnected { reason, .. } => {
+                assert!(reason.is_misbehaviour(), "{reason:?}");
+                saw.0 = true;
+            }
+            PeerEvent::Banned { subnet, .. } => {
+                assert_eq!(subnet, "30.1.2.3/32".parse::<ipnet::IpNet>().unwrap());
+                saw.1 = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(server.bans().len(), 1);
+    // A banned address is never dialled again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(net.dials().len(), 1);
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reported_misbehaviour_accumulates_to_a_ban() {
+    let net = FakeNet::new(Answer::Peer);
+    let mut cfg = ServerConfig::new(config());
+    cfg.target_full_relay = 1;
+    cfg.target_block_relay = 0;
+    let server = Server::new(cfg, handlers())
+        .with_dialer(net.clone())
+        .with_address_source(FixedAddresses::new(vec!["30.9.9.9:8333".parse().unwrap()]));
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let id = loop {
+        if let PeerEvent::Connected { id, .. } = events.recv().await.unwrap() {
+            break id;
+        }
+    };
+    assert!(!server.misbehaving(id, 50, "first"));
+    assert!(server.peer(id).is_some_and(|h| !h.is_disconnected()));
+    assert!(
+        server.misbehaving(id, 50, "second"),
+        "50 + 50 reaches the threshold of 100"
+    );
+    assert!(server
+        .bans()
+        .iter()
+        .any(|(net, e)| net.to_string() == "30.9.9.9/32" && e.reason.contains("second")));
     shutdown.cancel();
     server.stopped().await.unwrap();
 }
