@@ -8,8 +8,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bitcoin::blockdata::constants::genesis_block;
@@ -18,144 +16,12 @@ use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::{block, BlockHash, Network};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use verack::peer::{Direction, MessageHandler, Peer, PeerConfig, PeerHandle};
-
-const API_KEY: &str = "interop";
-/// A bcoin regtest (bech32 `rb`) address; bcoin rejects Core's `bcrt` prefix.
-const MINING_ADDRESS: &str = "rb1qqyqszqgpqyqszqgpqyqszqgpqyqszqgpefl3jh";
-/// Services bcoin requires of a peer it dials: NETWORK | WITNESS.
-const BCOIN_REQUIRED_SERVICES: u64 = 0x9;
-
-struct Bcoin {
-    child: Child,
-    p2p: SocketAddr,
-    rpc: SocketAddr,
-    prefix: PathBuf,
-}
-
-impl Bcoin {
-    /// Kills bcoin and waits until it has exited (its ports are free again).
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-impl Drop for Bcoin {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.prefix);
-    }
-}
-
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_bcoin(dial: SocketAddr) -> Bcoin {
-    start_bcoin_on(free_port().await, free_port().await, dial).await
-}
-
-/// Starts bcoin listening on `p2p`, RPC on `rpc`, dialling only `dial`.
-async fn start_bcoin_on(p2p: u16, rpc: u16, dial: SocketAddr) -> Bcoin {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/bcoin");
-    let bin = dir.join("node_modules/bcoin/bin/node");
-    assert!(
-        bin.exists(),
-        "bcoin is not installed: run `npm ci` in {} (.ci/run does)",
-        dir.display()
-    );
-    let prefix = std::env::temp_dir().join(format!("verack-bcoin-{}-{p2p}", std::process::id()));
-    let mut cmd = Command::new("node");
-    cmd.arg(&bin)
-        .args([
-            "--network=regtest",
-            "--no-wallet",
-            "--workers=false",
-            "--memory",
-            "--log-level=warning",
-            "--log-file=false",
-        ])
-        .args([
-            "--listen",
-            "--host=127.0.0.1",
-            "--public-host=1.2.3.4",
-            "--seeds=,",
-            "--max-outbound=1",
-        ])
-        .arg(format!("--prefix={}", prefix.display()))
-        .arg(format!("--port={p2p}"))
-        .arg("--http-host=127.0.0.1")
-        .arg(format!("--http-port={rpc}"))
-        .arg(format!("--api-key={API_KEY}"))
-        .arg(format!("--only={dial}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("BCOIN_")) {
-        cmd.env_remove(key);
-    }
-    let child = cmd
-        .spawn()
-        .expect("node runs (apt nodejs / the machine's Node 20)");
-    let mut node = Bcoin {
-        child,
-        p2p: SocketAddr::from(([127, 0, 0, 1], p2p)),
-        rpc: SocketAddr::from(([127, 0, 0, 1], rpc)),
-        prefix,
-    };
-    // Ready when RPC answers and the P2P port accepts; bounded to 20 s.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            panic!("bcoin exited during startup: {status}");
-        }
-        if rpc_call(node.rpc, "getblockcount", "[]").await.is_ok()
-            && TcpStream::connect(node.p2p).await.is_ok()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bcoin did not become ready within 20 s"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
-    node
-}
-
-/// A JSON-RPC call over a bare HTTP/1.0 request (bcoin: Basic auth, password = API key).
-async fn rpc_call(rpc: SocketAddr, method: &str, params: &str) -> std::io::Result<String> {
-    let body = format!(r#"{{"method":"{method}","params":{params}}}"#);
-    // base64("x:interop")
-    let request = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic eDppbnRlcm9w\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut sock = timeout(Duration::from_secs(5), TcpStream::connect(rpc)).await??;
-    sock.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    timeout(Duration::from_secs(10), sock.read_to_string(&mut response)).await??;
-    if !response.starts_with("HTTP/1.1 200") && !response.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::other(response));
-    }
-    Ok(response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string())
-}
+use verack_testkit::{free_port, Bcoin, BCOIN_REQUIRED_SERVICES};
 
 struct Forward(mpsc::UnboundedSender<NetworkMessage>);
 impl MessageHandler for Forward {
@@ -178,7 +44,7 @@ async fn wait_for_ping(handle: &PeerHandle) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bcoin_regtest_both_directions() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = start_bcoin(listener.local_addr().unwrap()).await;
+    let node = Bcoin::start(Some(listener.local_addr().unwrap())).await;
     let mut cfg = PeerConfig::new(Network::Regtest);
     cfg.services = ServiceFlags::from(BCOIN_REQUIRED_SERVICES);
 
@@ -205,14 +71,7 @@ async fn bcoin_regtest_both_directions() {
     assert!(rtt < Duration::from_secs(5));
 
     // Mine so that bcoin answers getheaders (it never sends an empty `headers`).
-    let mined = rpc_call(
-        node.rpc,
-        "generatetoaddress",
-        &format!(r#"[5,"{MINING_ADDRESS}"]"#),
-    )
-    .await
-    .unwrap();
-    assert!(mined.contains("\"result\":["), "{mined}");
+    assert_eq!(node.mine(5).await.len(), 5);
 
     // Outbound: we dial bcoin.
     let sock = TcpStream::connect(node.p2p).await.unwrap();
@@ -293,7 +152,7 @@ async fn server_accepts_bcoin_and_keeps_it_as_a_persistent_peer_across_restarts(
     server.start(shutdown.clone()).await.unwrap();
     let ours = server.local_addrs()[0];
 
-    let node = start_bcoin_on(p2p, rpc, ours).await;
+    let node = Bcoin::start_on(p2p, rpc, Some(ours)).await;
     let (mut inbound, mut manual) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while inbound < 1 || manual < 1 {
@@ -340,7 +199,7 @@ async fn server_accepts_bcoin_and_keeps_it_as_a_persistent_peer_across_restarts(
             _ => {}
         }
     }
-    let node = start_bcoin_on(p2p, rpc, ours).await;
+    let node = Bcoin::start_on(p2p, rpc, Some(ours)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
