@@ -62,6 +62,7 @@
 //! ```
 
 pub mod backoff;
+pub mod chain;
 pub mod netgroup;
 pub mod peer;
 pub mod server;

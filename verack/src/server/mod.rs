@@ -151,6 +151,8 @@ pub(crate) struct Inner<H> {
     pub(crate) epoch: Instant,
     /// Wakes the outbound loop (after a disconnect or a finished dial).
     pub(crate) wake_outbound: Notify,
+    /// Persistent peers and the token that stops each one's loop.
+    persistent: Mutex<HashMap<SocketAddr, CancellationToken>>,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -288,6 +290,7 @@ impl<H: PeerHandlers> Server<H> {
                 netgroup_key: RandomState::new(),
                 epoch: Instant::now(),
                 wake_outbound: Notify::new(),
+                persistent: Mutex::new(HashMap::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
             }),
         }
@@ -354,10 +357,16 @@ impl<H: PeerHandlers> Server<H> {
         {
             inner.tracker.spawn(outbound::outbound_loop(inner.clone()));
         }
-        for &addr in &inner.config.persistent {
-            inner
-                .tracker
-                .spawn(outbound::persistent_loop(inner.clone(), addr));
+        // Configured persistent peers, and any added before start.
+        let persistent: Vec<(SocketAddr, CancellationToken)> = {
+            let mut map = inner.persistent.lock().expect("persistent lock");
+            for &addr in &inner.config.persistent {
+                map.entry(addr).or_insert_with(|| inner.cancel.child_token());
+            }
+            map.iter().map(|(a, t)| (*a, t.clone())).collect()
+        };
+        for (addr, token) in persistent {
+            inner.tracker.spawn(outbound::persistent_loop(inner.clone(), addr, token));
         }
         let cancel = inner.cancel.clone();
         inner.tracker.spawn(async move {
@@ -405,6 +414,56 @@ impl<H: PeerHandlers> Server<H> {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ServerError> {
         self.start(shutdown).await?;
         self.stopped().await
+    }
+
+    /// Keeps `addr` connected from now on, as Core's `addnode add` (reconnecting with
+    /// [`persistent_backoff`](ServerConfig::persistent_backoff)). Returns `false` if it already
+    /// was persistent. Before [`start`](Self::start) it is remembered and started then.
+    pub fn add_persistent(&self, addr: SocketAddr) -> bool {
+        let token = self.inner.cancel.child_token();
+        {
+            let mut persistent = self.inner.persistent.lock().expect("persistent lock");
+            if persistent.contains_key(&addr) {
+                return false;
+            }
+            persistent.insert(addr, token.clone());
+        }
+        if *self.inner.lifecycle.lock().expect("lifecycle lock") == Lifecycle::Running {
+            self.inner.tracker.spawn(outbound::persistent_loop(self.inner.clone(), addr, token));
+        }
+        true
+    }
+
+    /// Stops reconnecting to `addr` (Core's `addnode remove`); a current connection stays.
+    /// Returns `false` if it was not persistent.
+    pub fn remove_persistent(&self, addr: SocketAddr) -> bool {
+        match self.inner.persistent.lock().expect("persistent lock").remove(&addr) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The persistent peers.
+    pub fn persistent_peers(&self) -> Vec<SocketAddr> {
+        self.inner.persistent.lock().expect("persistent lock").keys().copied().collect()
+    }
+
+    /// Dials `addr` once as a manual connection (Core's `addnode onetry`); returns `false` if
+    /// it is already connected or being dialled, or the server is not running.
+    pub fn connect_once(&self, addr: SocketAddr) -> bool {
+        if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
+            || !self.inner.registry().begin_dial(addr, ConnectionKind::Manual)
+        {
+            return false;
+        }
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move {
+            outbound::dial_and_serve(&inner, addr, ConnectionKind::Manual).await;
+        });
+        true
     }
 
     /// The bound listen addresses (with real ports when configured with port 0).

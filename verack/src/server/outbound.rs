@@ -114,11 +114,12 @@ pub(crate) async fn dial_and_serve<H: PeerHandlers>(
     }
 }
 
-/// Keeps one persistent peer connected: dial, run, back off, repeat, until shutdown.
-pub(crate) async fn persistent_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, addr: SocketAddr) {
+/// Keeps one persistent peer connected: dial, run, back off, repeat, until `stop` fires
+/// (removal or shutdown).
+pub(crate) async fn persistent_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, addr: SocketAddr, stop: tokio_util::sync::CancellationToken) {
     let mut streak: u32 = 0;
     loop {
-        if inner.cancel.is_cancelled() {
+        if stop.is_cancelled() {
             return;
         }
         let began = inner.registry().begin_dial(addr, ConnectionKind::Manual);
@@ -139,7 +140,7 @@ pub(crate) async fn persistent_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, addr:
         tracing::debug!(%addr, ?delay, streak, "persistent peer: reconnecting after backoff");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = inner.cancel.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -1,0 +1,168 @@
+//! Block-header chain: validation, the tree of known headers, best-tip selection and reorgs.
+//!
+//! Pure: no I/O, no clock reads (the caller passes `now`), no randomness. A [`HeaderTree`]
+//! holds every known header (the active chain and its forks) and answers what the P2P layer
+//! needs: [`locator`](HeaderTree::locator) for `getheaders`, [`headers_after`](HeaderTree::headers_after)
+//! to answer one, [`tips`](HeaderTree::tips) as Core's `getchaintips`, and
+//! [`TipChange`]s when [`accept`](HeaderTree::accept) moves the best tip.
+//!
+//! # Rules checked
+//! For each new header on top of its parent, as Bitcoin Core's `ContextualCheckBlockHeader`
+//! (`src/validation.cpp`) and `CheckProofOfWork` (`src/pow.cpp`):
+//! * **bits** = [`next_work_required`] (Core's `GetNextWorkRequired`): unchanged within a
+//!   2016-block period; at a boundary the period's span (its last header's time minus its first's)
+//!   clamped to ÷4…×4 of two weeks scales the target, capped at the proof-of-work limit; regtest
+//!   never retargets; testnet3/testnet4 allow a minimum-difficulty header more than 20 minutes
+//!   after its parent (otherwise the bits of the last non-minimum-difficulty header of the
+//!   period); testnet4 retargets from the period's first header (BIP94);
+//!   → [`HeaderError::BadDifficulty`];
+//! * **time** > median of the previous 11 headers' times → [`HeaderError::TimeTooOld`];
+//!   testnet4 (BIP94): a period's first header at most 600 s older than its parent →
+//!   [`HeaderError::TimeWarp`]; time ≤ `now` + 2 h → [`HeaderError::TimeTooNew`];
+//! * **version** ≥ 2, 3, 4 from the BIP34, BIP66, BIP65 activation heights →
+//!   [`HeaderError::BadVersion`];
+//! * **proof of work**: the hash, as a little-endian number, ≤ the target, and the target a
+//!   valid compact value ≤ the network's limit → [`HeaderError::BadProofOfWork`].
+//!
+//! Chain work is Core's: the sum of [`block_proof`] (`2^256 / (target + 1)`) from genesis. The
+//! best tip has the most chain work; of equal-work tips the first seen stays.
+//!
+//! **Not checked**: signet's block signature (BIP325; the challenge lives in the coinbase, which
+//! a header does not carry: signet headers are checked for difficulty and proof of work only);
+//! checkpoints (Core removed them); `nMinimumChainWork` as an acceptance rule (it is only
+//! reported, by [`HeaderTree::is_synced_enough`]); Core's headers pre-sync (the commitment
+//! scheme that lets it download a low-work chain twice without storing it — here the fork bound
+//! below limits memory instead; [`permitted_difficulty_transition`] is its difficulty check, for
+//! a caller that wants one); anything needing block bodies (merkle root, BIP34 coinbase height).
+//!
+//! # Low-work flood bound
+//! Headers off the active chain are kept in memory only, at most
+//! [`ChainParams::max_fork_headers`] (20 000 by default). When a new header makes more, fork
+//! headers are dropped, the branch with the least chain work first (from its tip down; the
+//! newest of equal-work branches first), down to 7/8 of the bound so the pass is amortised.
+//! The active chain is never dropped. A header whose parent was dropped is then
+//! [`HeaderError::UnknownParent`], like any header that does not connect. Every stored header
+//! still had to pass the difficulty rules and carry real proof of work, so this bounds the
+//! memory a peer can make us spend on a fork that will never become the best chain to
+//! `max_fork_headers` entries (about 250 bytes each), whatever it sends;
+//! a fork that gains work is kept, as its tip outranks the low-work branches.
+//!
+//! # Memory
+//! One fixed-size node per header (the 160-byte [`HeaderEntry`], parent id, child count, arrival
+//! number, flags: 176 bytes) in one `Vec`, a `BlockHash → u32` map (36 bytes a slot, 40–80
+//! with its load factor), and the active chain as a `Vec<u32>` by height: about 250 bytes per
+//! header, some 225 MB for 900 000 mainnet headers, and no other allocation per header.
+//!
+//! # Trusted starts
+//! [`HeaderTree::from_active_chain`] rebuilds from our own storage (linkage checked only).
+//! [`HeaderTree::with_trusted_start`] starts at a header other than genesis; rules that need an
+//! ancestor below it fail with [`HeaderError::MissingAncestor`] rather than being skipped.
+
+mod params;
+mod pow;
+mod tree;
+
+use bitcoin::{BlockHash, CompactTarget};
+
+pub use params::ChainParams;
+pub use pow::{
+    add_work, block_proof, calculate_next_work_required, check_proof_of_work, next_work_required,
+    permitted_difficulty_transition, pow_limit_bits, AncestorInfo, MissingAncestor, MAX_TIMEWARP,
+};
+pub use tree::{
+    AcceptError, ChainTip, HeaderEntry, HeaderTree, TipChange, TipStatus, MAX_FUTURE_BLOCK_TIME,
+    MAX_HEADERS_RESULTS,
+};
+
+/// Why a header was rejected. Each variant names the rule and Core's reject reason.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The header's parent is not in the tree (never seen, or dropped by the fork bound).
+    /// Core: `prev-blk-not-found`.
+    #[error("header {hash} does not connect: its parent {prev} is unknown")]
+    UnknownParent {
+        /// The header's hash.
+        hash: BlockHash,
+        /// Its `prev_blockhash`.
+        prev: BlockHash,
+    },
+    /// The hash is above the header's own target, or the bits do not encode a valid target at
+    /// or below the network's proof-of-work limit. Core's `CheckProofOfWork`: `high-hash`.
+    #[error("header {hash} fails its proof of work")]
+    BadProofOfWork {
+        /// The header's hash.
+        hash: BlockHash,
+    },
+    /// The bits are not the ones [`next_work_required`] gives for this height. Core's
+    /// `ContextualCheckBlockHeader`: `bad-diffbits`.
+    #[error("header {hash} at height {height} has bits {actual:08x}, expected {expected:08x}")]
+    BadDifficulty {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's height.
+        height: u32,
+        /// The bits required.
+        expected: CompactTarget,
+        /// The bits the header has.
+        actual: CompactTarget,
+    },
+    /// The time is not after the median time past of the previous 11 headers. Core's
+    /// `ContextualCheckBlockHeader`: `time-too-old`.
+    #[error("header {hash} time {time} is not after the median time past {median_time_past}")]
+    TimeTooOld {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's time, Unix seconds.
+        time: u32,
+        /// Median time of the previous 11 headers, Unix seconds.
+        median_time_past: u32,
+    },
+    /// The time is more than 2 hours after `now`. Core's `ContextualCheckBlockHeader`:
+    /// `time-too-new`. Unlike the others, this header may become valid later.
+    #[error("header {hash} time {time} is after {max} (now + 2 h)")]
+    TimeTooNew {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's time, Unix seconds.
+        time: u32,
+        /// The latest time accepted: `now` + 7200, Unix seconds.
+        max: u32,
+    },
+    /// BIP94 (testnet4): the first header of a difficulty period is more than
+    /// [`MAX_TIMEWARP`] (600 s) older than its parent. Core's `ContextualCheckBlockHeader`:
+    /// `time-timewarp-attack`.
+    #[error("header {hash} time {time} is before {min} (parent time - 600 s) at a retarget")]
+    TimeWarp {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's time, Unix seconds.
+        time: u32,
+        /// The earliest time accepted: parent's time − 600, Unix seconds.
+        min: u32,
+    },
+    /// The version is below 2, 3 or 4 at or above the BIP34, BIP66 or BIP65 activation height.
+    /// Core's `ContextualCheckBlockHeader`: `bad-version(0x…)`.
+    #[error("header {hash} at height {height} has outdated version {version:#010x}")]
+    BadVersion {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's version.
+        version: i32,
+        /// The header's height.
+        height: u32,
+    },
+    /// A rule needs an ancestor below the tree's trusted start
+    /// ([`HeaderTree::with_trusted_start`]); never happens in a tree that starts at genesis.
+    #[error(
+        "header {hash} at height {height} needs the header at {needed}, below the trusted start"
+    )]
+    MissingAncestor {
+        /// The header's hash.
+        hash: BlockHash,
+        /// The header's height.
+        height: u32,
+        /// Height of the ancestor the rule needed.
+        needed: u32,
+    },
+}
