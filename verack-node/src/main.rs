@@ -1,15 +1,246 @@
-//! The `verack` node binary.
-//!
-//! The node (peer set, header sync, RPC, metrics) is built by later work on top of the
-//! `verack` library; until then this binary says so and points at the working example.
+//! `verack`: a Bitcoin node that keeps a healthy peer set, syncs, validates and serves block
+//! headers, and reports on itself over a Bitcoin-Core-compatible JSON-RPC.
+
+mod discovery;
+mod metrics;
+mod node;
+mod observe;
+mod progress;
+mod rpc;
+mod rpc_backend;
+mod settings;
+mod store;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use verack::chain::{ChainParams, HeaderTree};
+use verack::peer::{PeerConfig, StartHeight};
+use verack::server::{Server, ServerConfig, ServerError};
+
+use node::{Node, NodeHandlers};
+use settings::{Args, Settings};
+
+/// A fatal error, printed as one line.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error("data directory {path} is not writable: {source}")]
+    Datadir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("stored headers do not form a chain ({0}); move the database aside to resync")]
+    StoredChain(verack::chain::HeaderError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the RPC cookie {path}: {source}")]
+    Cookie {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "verack {}: the node is not built yet. The peer library works today: \
-         `cargo run --release --example handshake -- --network regtest 127.0.0.1:18444`",
-        env!("CARGO_PKG_VERSION")
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match settings::resolve(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), NodeError> {
+    let dir = &settings.network_dir;
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::Datadir {
+        path: dir.clone(),
+        source,
+    })?;
+    probe_writable(dir)?;
+    let store = store::HeaderStore::open(&dir.join("headers.sqlite"))?;
+    let stored = store.load()?;
+    let tree = HeaderTree::from_active_chain(ChainParams::new(settings.network), stored)
+        .map_err(NodeError::StoredChain)?;
+    tracing::info!(network = %settings.network, height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
+    let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(node::store_writer(store, store_rx));
+    let node = Node::new(settings.network, tree, store_tx);
+
+    let mut peer = PeerConfig::new(settings.network);
+    let tip = node.tip_height.clone();
+    peer.start_height = StartHeight::Callback(Arc::new(move || tip.load(Ordering::Relaxed)));
+    let mut config = ServerConfig::new(peer);
+    config.listen = settings.listen.into_iter().collect();
+    config.persistent = settings
+        .connect
+        .iter()
+        .chain(&settings.addnode)
+        .copied()
+        .collect();
+    config.connect_only = !settings.connect.is_empty();
+    config.admission.max_inbound = settings.max_inbound;
+    config.admission.trusted = settings.whitelist.clone();
+    config.ban_duration = settings.ban_duration;
+    config.bans_path = Some(dir.join("banlist.json"));
+    let seeds = discovery::SeedAddresses::default();
+    let server = Arc::new(
+        Server::new(config, NodeHandlers { node: node.clone() }).with_address_source(seeds.clone()),
     );
-    ExitCode::from(2)
+    node.set_server(&server);
+
+    let shutdown = CancellationToken::new();
+    let rpc_listener = tokio::net::TcpListener::bind(settings.rpc)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "RPC",
+            addr: settings.rpc,
+            source,
+        })?;
+    let metrics_listener = match settings.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    server.start(shutdown.clone()).await?;
+
+    let cookie_path = rpc::cookie_path(&settings.datadir, settings.network);
+    let cookie = rpc::Cookie::create(&cookie_path).map_err(|source| NodeError::Cookie {
+        path: cookie_path.clone(),
+        source,
+    })?;
+    let mut auth = rpc::RpcAuth::new().with_cookie(&cookie);
+    if let Some((user, password)) = &settings.rpc_credentials {
+        auth = auth.with_user_password(user, password);
+    }
+    let backend = rpc_backend::NodeRpc {
+        node: node.clone(),
+        shutdown: shutdown.clone(),
+        database: dir.join("headers.sqlite"),
+        default_port: settings::default_p2p_port(settings.network),
+        ban_duration: settings.ban_duration,
+    };
+    tracing::info!(addr = %settings.rpc, cookie = %cookie.path().display(), "JSON-RPC listening");
+    let rpc_task = tokio::spawn(rpc::serve(
+        rpc_listener,
+        Arc::new(backend),
+        auth,
+        shutdown.clone(),
+    ));
+    let metrics_task = metrics_listener.map(|listener| {
+        let metrics = Arc::new(metrics::Metrics::new(Arc::new(observe::NodeMetrics {
+            node: node.clone(),
+        })));
+        let _ = node.metrics.set(metrics.clone());
+        tokio::spawn(observe::follow_events(server.subscribe(), metrics.clone()));
+        tracing::info!(addr = ?settings.metrics, "Prometheus metrics listening");
+        tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()))
+    });
+    if settings.connect.is_empty() {
+        let network = settings.network;
+        tokio::spawn(async move {
+            seeds
+                .resolve(network, settings::default_p2p_port(network))
+                .await
+        });
+    }
+    let progress = tokio::spawn(progress::report(node.clone(), shutdown.clone()));
+    wait_for_signal(&shutdown).await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let stopped = server.stopped().await;
+    let _ = rpc_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    if let Err(e) = cookie.remove() {
+        tracing::warn!(error = %e, "could not remove the RPC cookie");
+    }
+    drop(server);
+    drop(node);
+    let _ = progress.await;
+    // The writer ends once every sender (the node) is gone, after a final flush.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    stopped?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fails early and clearly if files cannot be created in `dir`.
+fn probe_writable(dir: &std::path::Path) -> Result<(), NodeError> {
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| NodeError::Datadir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Returns on Ctrl-C, SIGTERM, or when `shutdown` is cancelled (e.g. by RPC `stop`).
+async fn wait_for_signal(shutdown: &CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown.cancelled() => {}
+    }
 }

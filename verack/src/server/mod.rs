@@ -361,12 +361,15 @@ impl<H: PeerHandlers> Server<H> {
         let persistent: Vec<(SocketAddr, CancellationToken)> = {
             let mut map = inner.persistent.lock().expect("persistent lock");
             for &addr in &inner.config.persistent {
-                map.entry(addr).or_insert_with(|| inner.cancel.child_token());
+                map.entry(addr)
+                    .or_insert_with(|| inner.cancel.child_token());
             }
             map.iter().map(|(a, t)| (*a, t.clone())).collect()
         };
         for (addr, token) in persistent {
-            inner.tracker.spawn(outbound::persistent_loop(inner.clone(), addr, token));
+            inner
+                .tracker
+                .spawn(outbound::persistent_loop(inner.clone(), addr, token));
         }
         let cancel = inner.cancel.clone();
         inner.tracker.spawn(async move {
@@ -429,7 +432,9 @@ impl<H: PeerHandlers> Server<H> {
             persistent.insert(addr, token.clone());
         }
         if *self.inner.lifecycle.lock().expect("lifecycle lock") == Lifecycle::Running {
-            self.inner.tracker.spawn(outbound::persistent_loop(self.inner.clone(), addr, token));
+            self.inner
+                .tracker
+                .spawn(outbound::persistent_loop(self.inner.clone(), addr, token));
         }
         true
     }
@@ -437,7 +442,13 @@ impl<H: PeerHandlers> Server<H> {
     /// Stops reconnecting to `addr` (Core's `addnode remove`); a current connection stays.
     /// Returns `false` if it was not persistent.
     pub fn remove_persistent(&self, addr: SocketAddr) -> bool {
-        match self.inner.persistent.lock().expect("persistent lock").remove(&addr) {
+        match self
+            .inner
+            .persistent
+            .lock()
+            .expect("persistent lock")
+            .remove(&addr)
+        {
             Some(token) => {
                 token.cancel();
                 true
@@ -448,14 +459,23 @@ impl<H: PeerHandlers> Server<H> {
 
     /// The persistent peers.
     pub fn persistent_peers(&self) -> Vec<SocketAddr> {
-        self.inner.persistent.lock().expect("persistent lock").keys().copied().collect()
+        self.inner
+            .persistent
+            .lock()
+            .expect("persistent lock")
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Dials `addr` once as a manual connection (Core's `addnode onetry`); returns `false` if
     /// it is already connected or being dialled, or the server is not running.
     pub fn connect_once(&self, addr: SocketAddr) -> bool {
         if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
-            || !self.inner.registry().begin_dial(addr, ConnectionKind::Manual)
+            || !self
+                .inner
+                .registry()
+                .begin_dial(addr, ConnectionKind::Manual)
         {
             return false;
         }
@@ -514,6 +534,11 @@ impl<H: PeerHandlers> Server<H> {
     /// Admitted peers of `kind`.
     pub fn count_kind(&self, kind: ConnectionKind) -> usize {
         self.inner.registry().count_kind(kind)
+    }
+
+    /// Why peer `id` exists (inbound, full-relay, block-relay-only, manual).
+    pub fn kind_of(&self, id: PeerId) -> Option<ConnectionKind> {
+        self.inner.registry().get(id).map(|e| e.kind)
     }
 
     /// The handle of peer `id`.

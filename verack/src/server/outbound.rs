@@ -116,7 +116,11 @@ pub(crate) async fn dial_and_serve<H: PeerHandlers>(
 
 /// Keeps one persistent peer connected: dial, run, back off, repeat, until `stop` fires
 /// (removal or shutdown).
-pub(crate) async fn persistent_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, addr: SocketAddr, stop: tokio_util::sync::CancellationToken) {
+pub(crate) async fn persistent_loop<H: PeerHandlers>(
+    inner: Arc<Inner<H>>,
+    addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut streak: u32 = 0;
     loop {
         if stop.is_cancelled() {

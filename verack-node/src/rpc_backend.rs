@@ -1,0 +1,329 @@
+//! The node as the JSON-RPC server sees it: [`RpcBackend`] over the node, its header tree and
+//! the server.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::{BlockHash, Network};
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use verack::chain::{HeaderEntry, TipStatus};
+use verack::peer::{Direction, PeerStats, DEFAULT_PROTOCOL_VERSION, DEFAULT_USER_AGENT};
+use verack::server::ConnectionKind;
+
+use crate::node::Node;
+use crate::rpc::types::{
+    BanExpiry, ChainTipStatus, ConnectionType, DisconnectTarget, RpcBan, RpcChainStatus,
+    RpcChainTip, RpcHeaderInfo, RpcNetTotals, RpcNetwork, RpcNetworkInfo, RpcPeer,
+};
+use crate::rpc::RpcBackend;
+
+/// The RPC backend.
+pub struct NodeRpc {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Cancelled by `stop`.
+    pub shutdown: CancellationToken,
+    /// The header database (for `size_on_disk`).
+    pub database: PathBuf,
+    /// The default P2P port (for `addnode` without a port).
+    pub default_port: u16,
+    /// Ban duration when `setban` gives none.
+    pub ban_duration: Duration,
+}
+
+fn unix(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `major*10000 + minor*100 + patch`, Core's `CLIENT_VERSION` encoding.
+fn client_version() -> u32 {
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    parts.next().unwrap_or(0) * 10_000 + parts.next().unwrap_or(0) * 100 + parts.next().unwrap_or(0)
+}
+
+impl NodeRpc {
+    fn resolve(&self, node: &str) -> Option<SocketAddr> {
+        if let Ok(addr) = node.parse::<SocketAddr>() {
+            return Some(addr);
+        }
+        let with_port = if node.contains(':') && !node.starts_with('[') {
+            node.to_string()
+        } else {
+            format!("{node}:{}", self.default_port)
+        };
+        with_port.to_socket_addrs().ok()?.next()
+    }
+
+    fn header_info(&self, entry: &HeaderEntry) -> RpcHeaderInfo {
+        let tree = self.node.tree();
+        let active = tree.is_active(&entry.hash);
+        RpcHeaderInfo {
+            header: entry.header,
+            height: entry.height,
+            chainwork: entry.chain_work,
+            confirmations: if active {
+                i64::from(tree.height()) - i64::from(entry.height) + 1
+            } else {
+                -1
+            },
+            median_time: tree
+                .median_time_past(&entry.hash)
+                .unwrap_or(entry.header.time),
+            next_hash: if active {
+                tree.at_height(entry.height + 1).map(|e| e.hash)
+            } else {
+                None
+            },
+            n_tx: 0,
+        }
+    }
+
+    fn peer(&self, stats: &PeerStats, kind: ConnectionKind) -> RpcPeer {
+        let connection_type = match kind {
+            ConnectionKind::Inbound => ConnectionType::Inbound,
+            ConnectionKind::FullRelay => ConnectionType::OutboundFullRelay,
+            ConnectionKind::BlockRelayOnly => ConnectionType::BlockRelayOnly,
+            ConnectionKind::Manual => ConnectionType::Manual,
+        };
+        let mut p = RpcPeer::new(stats.id.0, stats.remote, connection_type);
+        p.services = stats.services.to_u64();
+        p.relay_txes = kind != ConnectionKind::BlockRelayOnly;
+        p.last_send = unix(stats.last_send);
+        p.last_recv = unix(stats.last_receive);
+        p.bytes_sent = stats.bytes_sent;
+        p.bytes_recv = stats.bytes_received;
+        p.conn_time = unix(Some(stats.connected_at));
+        p.time_offset = stats.time_offset;
+        p.ping_time = stats.last_ping;
+        p.min_ping = stats.min_ping;
+        p.version = stats.protocol_version;
+        p.subver = stats.user_agent.clone();
+        p.starting_height = stats.start_height;
+        p.synced_headers = stats.last_block_height;
+        p.addr_relay_enabled = kind != ConnectionKind::BlockRelayOnly;
+        p.bytes_sent_per_msg = stats.bytes_sent_per_command.clone();
+        p.bytes_recv_per_msg = stats.bytes_received_per_command.clone();
+        p
+    }
+}
+
+impl RpcBackend for NodeRpc {
+    fn network(&self) -> Network {
+        self.node.network
+    }
+
+    fn peers(&self) -> Vec<RpcPeer> {
+        let Some(server) = self.node.server() else {
+            return Vec::new();
+        };
+        server
+            .peers()
+            .iter()
+            .map(|s| {
+                let kind = server.kind_of(s.id).unwrap_or(match s.direction {
+                    Direction::Inbound => ConnectionKind::Inbound,
+                    Direction::Outbound => ConnectionKind::FullRelay,
+                });
+                self.peer(s, kind)
+            })
+            .collect()
+    }
+
+    fn connection_count(&self) -> usize {
+        self.node.server().map_or(0, |s| {
+            s.count(Direction::Inbound) + s.count(Direction::Outbound)
+        })
+    }
+
+    fn local_services(&self) -> u64 {
+        0
+    }
+
+    fn network_info(&self) -> RpcNetworkInfo {
+        let mut offsets: Vec<i64> = self
+            .node
+            .server()
+            .map(|s| s.peers().iter().map(|p| p.time_offset).collect())
+            .unwrap_or_default();
+        offsets.sort_unstable();
+        RpcNetworkInfo {
+            version: client_version(),
+            subversion: DEFAULT_USER_AGENT.to_string(),
+            protocol_version: DEFAULT_PROTOCOL_VERSION,
+            local_relay: true,
+            time_offset: offsets.get(offsets.len() / 2).copied().unwrap_or(0),
+            network_active: true,
+            reachable: vec![RpcNetwork::Ipv4, RpcNetwork::Ipv6],
+            relay_fee: None,
+            incremental_fee: None,
+            local_addresses: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn net_totals(&self) -> RpcNetTotals {
+        let live: (u64, u64) = self
+            .node
+            .server()
+            .map(|s| {
+                s.peers()
+                    .iter()
+                    .fold((0, 0), |(a, b), p| (a + p.bytes_sent, b + p.bytes_received))
+            })
+            .unwrap_or((0, 0));
+        RpcNetTotals {
+            bytes_sent: live.0 + self.node.departed_bytes.0.load(Ordering::Relaxed),
+            bytes_recv: live.1 + self.node.departed_bytes.1.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add_node(&self, node: &str, _v2transport: bool) -> bool {
+        match (self.resolve(node), self.node.server()) {
+            (Some(addr), Some(server)) => server.add_persistent(addr),
+            _ => false,
+        }
+    }
+
+    fn remove_added_node(&self, node: &str) -> bool {
+        match (self.resolve(node), self.node.server()) {
+            (Some(addr), Some(server)) => server.remove_persistent(addr),
+            _ => false,
+        }
+    }
+
+    fn connect_once(&self, node: &str, _v2transport: bool) {
+        if let (Some(addr), Some(server)) = (self.resolve(node), self.node.server()) {
+            server.connect_once(addr);
+        }
+    }
+
+    fn disconnect_node(&self, target: DisconnectTarget) -> bool {
+        let Some(server) = self.node.server() else {
+            return false;
+        };
+        match target {
+            DisconnectTarget::NodeId(id) => server.disconnect(verack::peer::PeerId(id)),
+            DisconnectTarget::Address(text) => match self.resolve(&text) {
+                Some(addr) => server.disconnect_addr(addr),
+                None => false,
+            },
+        }
+    }
+
+    fn ban(&self, subnet: IpNet, expiry: BanExpiry) -> bool {
+        let Some(server) = self.node.server() else {
+            return false;
+        };
+        let now = unix(Some(SystemTime::now()));
+        let already = server.bans().iter().any(|(net, _)| {
+            if subnet.prefix_len() == subnet.max_prefix_len() {
+                net.contains(&subnet.addr())
+            } else {
+                *net == subnet.trunc()
+            }
+        });
+        if already {
+            return false;
+        }
+        let duration = match expiry {
+            BanExpiry::Default => self.ban_duration,
+            BanExpiry::After(d) => d,
+            BanExpiry::Until(t) => Duration::from_secs(t.saturating_sub(now)),
+        };
+        server.ban(subnet, duration, "manually added");
+        true
+    }
+
+    fn unban(&self, subnet: &IpNet) -> bool {
+        self.node.server().is_some_and(|s| s.unban(*subnet))
+    }
+
+    fn list_banned(&self) -> Vec<RpcBan> {
+        self.node
+            .server()
+            .map(|s| {
+                s.bans()
+                    .into_iter()
+                    .map(|(subnet, e)| RpcBan {
+                        subnet,
+                        created: e.banned_at,
+                        banned_until: e.until,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn clear_banned(&self) {
+        if let Some(s) = self.node.server() {
+            s.clear_bans();
+        }
+    }
+
+    fn tip(&self) -> RpcHeaderInfo {
+        let tip = self.node.tree().tip().clone();
+        self.header_info(&tip)
+    }
+
+    fn chain_status(&self) -> RpcChainStatus {
+        let height = self.node.tree().height();
+        let best = self.node.best_known_height.load(Ordering::Relaxed).max(1) as f64;
+        let synced = self.node.is_synced();
+        RpcChainStatus {
+            headers: height,
+            verification_progress: if synced {
+                1.0
+            } else {
+                (f64::from(height) / best).min(1.0)
+            },
+            initial_block_download: !synced,
+            size_on_disk: std::fs::metadata(&self.database)
+                .map(|m| m.len())
+                .unwrap_or(0),
+            signet_challenge: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn header_by_hash(&self, hash: &BlockHash) -> Option<RpcHeaderInfo> {
+        let entry = self.node.tree().get(hash).cloned()?;
+        Some(self.header_info(&entry))
+    }
+
+    fn hash_at(&self, height: u32) -> Option<BlockHash> {
+        self.node.tree().at_height(height).map(|e| e.hash)
+    }
+
+    fn chain_tips(&self) -> Vec<RpcChainTip> {
+        self.node
+            .tree()
+            .tips()
+            .into_iter()
+            .map(|t| RpcChainTip {
+                height: t.height,
+                hash: t.hash,
+                branch_len: t.branch_len,
+                status: match t.status {
+                    TipStatus::Active => ChainTipStatus::Active,
+                    TipStatus::ValidFork => ChainTipStatus::ValidFork,
+                    _ => ChainTipStatus::ValidHeaders,
+                },
+            })
+            .collect()
+    }
+
+    fn uptime(&self) -> Duration {
+        self.node.started.elapsed().unwrap_or_default()
+    }
+
+    fn request_stop(&self) {
+        self.shutdown.cancel();
+    }
+}
