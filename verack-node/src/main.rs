@@ -102,8 +102,11 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     probe_writable(dir)?;
     let store = store::HeaderStore::open(&dir.join("headers.sqlite"))?;
     let stored = store.load()?;
-    let tree = HeaderTree::from_active_chain(ChainParams::new(settings.network), stored)
-        .map_err(NodeError::StoredChain)?;
+    let mut params = ChainParams::new(settings.network);
+    if let Some(work) = settings.min_chain_work {
+        params.min_chain_work = work;
+    }
+    let tree = HeaderTree::from_active_chain(params, stored).map_err(NodeError::StoredChain)?;
     tracing::info!(network = %settings.network, height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
     let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = tokio::spawn(node::store_writer(store, store_rx));

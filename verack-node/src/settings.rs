@@ -60,6 +60,10 @@ pub struct Args {
     /// Serve Prometheus metrics on this address. Default off.
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<SocketAddr>,
+    /// Chain work (hex) below which the chain is not treated as synced. Default: Core's
+    /// `nMinimumChainWork` for the network (0 on regtest).
+    #[arg(long, value_name = "HEX")]
+    pub min_chain_work: Option<String>,
 }
 
 /// The config file: the same settings as the flags, kebab-case keys.
@@ -79,6 +83,7 @@ pub struct FileConfig {
     rpc_user: Option<String>,
     rpc_password: Option<String>,
     metrics_bind: Option<SocketAddr>,
+    min_chain_work: Option<String>,
 }
 
 /// Everything the node runs with.
@@ -110,6 +115,8 @@ pub struct Settings {
     pub rpc_credentials: Option<(String, String)>,
     /// Metrics listen address.
     pub metrics: Option<SocketAddr>,
+    /// Minimum chain work override.
+    pub min_chain_work: Option<bitcoin::Work>,
 }
 
 /// A settings error, printed as one line.
@@ -274,7 +281,16 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
             ))
         }
     };
+    let min_chain_work = match args.min_chain_work.or(file.min_chain_work) {
+        Some(hex) => Some(
+            bitcoin::Work::from_unprefixed_hex(hex.trim_start_matches("0x")).map_err(|e| {
+                SettingsError::Invalid(format!("invalid --min-chain-work '{hex}': {e}"))
+            })?,
+        ),
+        None => None,
+    };
     Ok(Settings {
+        min_chain_work,
         network,
         network_dir,
         datadir,
@@ -397,5 +413,14 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("invalid --listen 'nope'"));
+        let d = dir.path().to_str().unwrap();
+        let e = resolve(args(&["--datadir", d, "--min-chain-work", "zz"])).unwrap_err();
+        assert!(e.to_string().contains("invalid --min-chain-work 'zz'"), "{e}");
+        let s = resolve(args(&["--datadir", d, "--min-chain-work", "0x0100"])).unwrap();
+        assert_eq!(s.min_chain_work, Some(bitcoin::Work::from_be_bytes({
+            let mut b = [0u8; 32];
+            b[30] = 1;
+            b
+        })));
     }
 }
