@@ -415,12 +415,18 @@ mod tests {
         assert!(e.to_string().contains("invalid --listen 'nope'"));
         let d = dir.path().to_str().unwrap();
         let e = resolve(args(&["--datadir", d, "--min-chain-work", "zz"])).unwrap_err();
-        assert!(e.to_string().contains("invalid --min-chain-work 'zz'"), "{e}");
+        assert!(
+            e.to_string().contains("invalid --min-chain-work 'zz'"),
+            "{e}"
+        );
         let s = resolve(args(&["--datadir", d, "--min-chain-work", "0x0100"])).unwrap();
-        assert_eq!(s.min_chain_work, Some(bitcoin::Work::from_be_bytes({
-            let mut b = [0u8; 32];
-            b[30] = 1;
-            b
-        })));
+        assert_eq!(
+            s.min_chain_work,
+            Some(bitcoin::Work::from_be_bytes({
+                let mut b = [0u8; 32];
+                b[30] = 1;
+                b
+            }))
+        );
     }
 }
