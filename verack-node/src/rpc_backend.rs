@@ -91,6 +91,7 @@ impl NodeRpc {
             ConnectionKind::FullRelay => ConnectionType::OutboundFullRelay,
             ConnectionKind::BlockRelayOnly => ConnectionType::BlockRelayOnly,
             ConnectionKind::Manual => ConnectionType::Manual,
+            ConnectionKind::Feeler => ConnectionType::Feeler,
         };
         let mut p = RpcPeer::new(stats.id.0, stats.remote, connection_type);
         p.services = stats.services.to_u64();

@@ -23,6 +23,18 @@ pub enum NetGroup {
     Ipv6([u8; 5]),
 }
 
+/// The group of `ip`, or, when `loopback_as_ipv4` (test networks on one machine), loopback
+/// `127.a.b.c` grouped by `a.b` like an IPv4 /16.
+pub fn netgroup_with(ip: IpAddr, loopback_as_ipv4: bool) -> NetGroup {
+    match canonical(ip) {
+        IpAddr::V4(v4) if loopback_as_ipv4 && v4.is_loopback() => {
+            let o = v4.octets();
+            NetGroup::Ipv4([o[1], o[2]])
+        }
+        _ => netgroup(ip),
+    }
+}
+
 /// The group of `ip`.
 pub fn netgroup(ip: IpAddr) -> NetGroup {
     let ip = canonical(ip);

@@ -20,6 +20,9 @@ pub enum ConnectionKind {
     BlockRelayOnly,
     /// A persistent peer we were told to keep (Core's `-addnode`/`-connect`).
     Manual,
+    /// A short-lived connection testing that an address works (Core's feeler): disconnected
+    /// right after the handshake, never admitted.
+    Feeler,
 }
 
 /// Everything the server needs; build with [`ServerConfig::new`] and adjust fields.
@@ -68,6 +71,22 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Events buffered per subscriber before a slow one starts missing them. Default 1024.
     pub event_capacity: usize,
+    /// Mean interval between feeler connections (Poisson). Default 2 min (Core's
+    /// `FEELER_INTERVAL`); `None` disables feelers.
+    pub feeler_interval: Option<Duration>,
+    /// Mean interval between announcements of our own address to each peer (Poisson). Default
+    /// 24 h (Core's `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`). The address is
+    /// [`PeerConfig::local_address`](crate::peer::PeerConfig::local_address); none, none sent.
+    pub self_announce_interval: Duration,
+    /// Where the block-relay-only peers are saved at shutdown and dialled first at the next
+    /// start (the file is then removed), as Core's `anchors.dat`. Default `None`.
+    pub anchors_path: Option<PathBuf>,
+    /// How often the address source is asked to persist. Default 15 min (Core's
+    /// `DUMP_PEERS_INTERVAL`).
+    pub address_flush_interval: Duration,
+    /// Test-only: group loopback addresses `127.a.b.c` by `a.b` like IPv4 /16s, so many nodes on
+    /// one machine form distinct netgroups. Default `false`.
+    pub loopback_netgroups: bool,
 }
 
 impl ServerConfig {
@@ -92,6 +111,11 @@ impl ServerConfig {
             bans_path: None,
             shutdown_timeout: Duration::from_secs(10),
             event_capacity: 1024,
+            feeler_interval: Some(Duration::from_secs(120)),
+            self_announce_interval: Duration::from_secs(24 * 3600),
+            anchors_path: None,
+            address_flush_interval: Duration::from_secs(15 * 60),
+            loopback_netgroups: false,
         }
     }
 }

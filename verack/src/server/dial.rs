@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 
+use bitcoin::p2p::address::AddrV2Message;
 use rand::seq::SliceRandom;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::netgroup::{netgroup, NetGroup};
+use crate::netgroup::NetGroup;
 
 use super::{AdmissionRules, ConnectionKind, Registry};
 
@@ -59,6 +60,25 @@ pub trait AddressSource: Send + Sync + 'static {
     fn connected(&self, addr: SocketAddr) {
         let _ = addr;
     }
+
+    /// Addresses a peer at `source` told us about (`addr`/`addrv2`), after rate limiting.
+    fn add(&self, addrs: &[AddrV2Message], source: SocketAddr) {
+        let _ = (addrs, source);
+    }
+
+    /// Addresses to answer a `getaddr` with (Core: at most 1000 or 23% of those known).
+    fn get_addr(&self) -> Vec<AddrV2Message> {
+        Vec::new()
+    }
+
+    /// An address to test with a short-lived feeler connection (Core: from the new table, or
+    /// a tried entry whose slot a newer address wants).
+    fn feeler_candidate(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Persists what the source learned (called periodically and at shutdown).
+    fn flush(&self) {}
 }
 
 /// A fixed list of addresses, offered in random order.
@@ -103,7 +123,7 @@ pub fn pick_dials<T>(
         if picked.len() == want {
             break;
         }
-        let group = netgroup(addr.ip());
+        let group = registry.group_of(addr.ip());
         let skip = own.contains(&addr)
             || rules.permits(addr.ip()).is_err()
             || is_banned(addr)

@@ -36,6 +36,8 @@
 //! [`shutdown_timeout`](ServerConfig::shutdown_timeout).
 
 mod accept;
+pub mod addr_relay;
+mod anchors;
 pub mod ban;
 mod config;
 mod dial;
@@ -44,6 +46,7 @@ pub mod eviction;
 mod misbehaviour;
 mod outbound;
 mod registry;
+mod relay;
 mod session;
 
 use std::collections::hash_map::RandomState;
@@ -153,6 +156,8 @@ pub(crate) struct Inner<H> {
     pub(crate) wake_outbound: Notify,
     /// Persistent peers and the token that stops each one's loop.
     persistent: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    /// Block-relay-only peers of the last run, dialled first (Core's anchors).
+    pub(crate) anchors: Mutex<Vec<SocketAddr>>,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -273,6 +278,11 @@ impl<H: PeerHandlers> Server<H> {
             None => BanList::default(),
         };
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let registry = if config.loopback_netgroups {
+            Registry::with_loopback_groups()
+        } else {
+            Registry::default()
+        };
         Server {
             inner: Arc::new(Inner {
                 pending_slots: Arc::new(Semaphore::new(config.max_pending_handshakes)),
@@ -280,7 +290,7 @@ impl<H: PeerHandlers> Server<H> {
                 handlers,
                 dialer: Box::new(TcpDialer),
                 source: Box::new(FixedAddresses::default()),
-                registry: Mutex::new(Registry::default()),
+                registry: Mutex::new(registry),
                 bans: Mutex::new(bans),
                 scores: Mutex::new(HashMap::new()),
                 events,
@@ -291,6 +301,7 @@ impl<H: PeerHandlers> Server<H> {
                 epoch: Instant::now(),
                 wake_outbound: Notify::new(),
                 persistent: Mutex::new(HashMap::new()),
+                anchors: Mutex::new(Vec::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
             }),
         }
@@ -371,11 +382,39 @@ impl<H: PeerHandlers> Server<H> {
                 .tracker
                 .spawn(outbound::persistent_loop(inner.clone(), addr, token));
         }
-        let cancel = inner.cancel.clone();
+        if let Some(path) = &inner.config.anchors_path {
+            *inner.anchors.lock().expect("anchors lock") = anchors::take(path);
+        }
+        if !inner.config.connect_only {
+            if let Some(mean) = inner.config.feeler_interval {
+                inner
+                    .tracker
+                    .spawn(outbound::feeler_loop(inner.clone(), mean));
+            }
+        }
+        if let Some(ours) = inner.config.peer.local_address {
+            inner
+                .tracker
+                .spawn(outbound::self_announce_loop(inner.clone(), ours));
+        }
+        inner.tracker.spawn(outbound::flush_loop(inner.clone()));
+        let watcher = inner.clone();
         inner.tracker.spawn(async move {
             tokio::select! {
-                _ = shutdown.cancelled() => cancel.cancel(),
-                _ = cancel.cancelled() => {}
+                _ = shutdown.cancelled() => {
+                    // Capture the block-relay-only peers before they are disconnected.
+                    if let Some(path) = &watcher.config.anchors_path {
+                        let peers: Vec<SocketAddr> = watcher
+                            .registry()
+                            .iter()
+                            .filter(|e| e.kind == ConnectionKind::BlockRelayOnly)
+                            .map(|e| e.addr)
+                            .collect();
+                        anchors::save(path, &peers);
+                    }
+                    watcher.cancel.cancel()
+                }
+                _ = watcher.cancel.cancelled() => {}
             }
         });
         Ok(())
@@ -396,6 +435,8 @@ impl<H: PeerHandlers> Server<H> {
         let after = self.inner.config.shutdown_timeout;
         let result = tokio::time::timeout(after, self.inner.tracker.wait()).await;
         *self.inner.lifecycle.lock().expect("lifecycle lock") = Lifecycle::Stopped;
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.source.flush()).await;
         if let Some(path) = &self.inner.config.bans_path {
             if let Err(e) = self.inner.bans.lock().expect("ban lock").save(path) {
                 tracing::error!(error = %e, "could not save bans");

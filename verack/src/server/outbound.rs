@@ -58,8 +58,13 @@ fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: us
     if want == 0 {
         return;
     }
-    // Ask for more than needed: some are filtered out.
-    let candidates = inner.source.candidates(kind, want * 4 + 8);
+    // Anchors (block-relay-only peers of the last run) first, then the source; ask for more
+    // than needed: some are filtered out.
+    let mut candidates: Vec<SocketAddr> = Vec::new();
+    if kind == ConnectionKind::BlockRelayOnly {
+        candidates.append(&mut inner.anchors.lock().expect("anchors lock"));
+    }
+    candidates.extend(inner.source.candidates(kind, want * 4 + 8));
     let own = inner.local_addrs.lock().expect("local addrs lock").clone();
     let picked = {
         let mut reg = inner.registry();
@@ -145,6 +150,111 @@ pub(crate) async fn persistent_loop<H: PeerHandlers>(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Feeler connections (Core's `FEELER_INTERVAL`): on Poisson-distributed intervals, once the
+/// outbound targets are met, test one address from the source with a short-lived connection.
+pub(crate) async fn feeler_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, mean: Duration) {
+    loop {
+        let delay = crate::peer::poisson_delay(mean, rand::thread_rng().gen());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+        let full = {
+            let reg = inner.registry();
+            reg.count_kind(ConnectionKind::FullRelay) >= inner.config.target_full_relay
+                && reg.count_kind(ConnectionKind::BlockRelayOnly) >= inner.config.target_block_relay
+        };
+        if !full {
+            continue;
+        }
+        let Some(candidate) = inner.source.feeler_candidate() else {
+            continue;
+        };
+        let own = inner.local_addrs.lock().expect("local addrs lock").clone();
+        let ok = {
+            let mut reg = inner.registry();
+            let ok = !own.contains(&candidate)
+                && inner.config.admission.permits(candidate.ip()).is_ok()
+                && !inner.is_banned(candidate)
+                && !reg.is_connected_or_dialing(candidate);
+            ok && reg.begin_dial(candidate, ConnectionKind::Feeler)
+        };
+        if ok {
+            let inner2 = inner.clone();
+            inner.tracker.spawn(async move {
+                dial_and_serve(&inner2, candidate, ConnectionKind::Feeler).await;
+            });
+        }
+    }
+}
+
+/// Announces our own address to each address-relaying peer: outbound peers soon after they
+/// connect, everyone on Poisson intervals averaging `self_announce_interval` (Core's
+/// `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`).
+pub(crate) async fn self_announce_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, ours: SocketAddr) {
+    use std::collections::HashMap;
+    let mean = inner.config.self_announce_interval;
+    let mut next: HashMap<crate::peer::PeerId, tokio::time::Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let peers: Vec<(crate::peer::PeerId, ConnectionKind, crate::peer::PeerHandle)> = inner
+            .registry()
+            .iter()
+            .filter(|e| e.kind != ConnectionKind::BlockRelayOnly)
+            .map(|e| (e.id, e.kind, e.payload.clone()))
+            .collect();
+        next.retain(|id, _| peers.iter().any(|(p, _, _)| p == id));
+        for (id, kind, handle) in peers {
+            let due = *next.entry(id).or_insert_with(|| {
+                if kind == ConnectionKind::Inbound {
+                    now + crate::peer::poisson_delay(mean, rand::thread_rng().gen())
+                } else {
+                    now
+                }
+            });
+            if due <= now {
+                let me = self_address(&inner, ours);
+                let _ = handle.push_addresses(&[me]);
+                next.insert(
+                    id,
+                    now + crate::peer::poisson_delay(mean, rand::thread_rng().gen()),
+                );
+            }
+        }
+    }
+}
+
+fn self_address<H>(inner: &Inner<H>, ours: SocketAddr) -> bitcoin::p2p::address::AddrV2Message {
+    use bitcoin::p2p::address::{AddrV2, AddrV2Message};
+    let addr = match crate::netgroup::canonical(ours.ip()) {
+        std::net::IpAddr::V4(v4) => AddrV2::Ipv4(v4),
+        std::net::IpAddr::V6(v6) => AddrV2::Ipv6(v6),
+    };
+    AddrV2Message {
+        time: super::unix_now() as u32,
+        services: inner.config.peer.services,
+        addr,
+        port: ours.port(),
+    }
+}
+
+/// Asks the address source to persist every `address_flush_interval`.
+pub(crate) async fn flush_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.address_flush_interval) => {
+                let inner2 = inner.clone();
+                let _ = tokio::task::spawn_blocking(move || inner2.source.flush()).await;
+            }
+            _ = inner.cancel.cancelled() => return,
         }
     }
 }

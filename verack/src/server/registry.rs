@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
-use crate::netgroup::{canonical, netgroup, pending_group, NetGroup};
+#[cfg(test)]
+use crate::netgroup::netgroup;
+use crate::netgroup::{canonical, netgroup_with, pending_group, NetGroup};
 use crate::peer::{Direction, PeerId};
 
 use super::ConnectionKind;
@@ -144,11 +146,13 @@ pub struct Registry<T> {
     per_ip: HashMap<IpAddr, usize>,
     pending: HashMap<IpNet, usize>,
     dialing: HashMap<SocketAddr, ConnectionKind>,
+    loopback_groups: bool,
 }
 
 impl<T> Default for Registry<T> {
     fn default() -> Self {
         Registry {
+            loopback_groups: false,
             peers: HashMap::new(),
             by_addr: HashMap::new(),
             by_nonce: HashMap::new(),
@@ -160,6 +164,19 @@ impl<T> Default for Registry<T> {
 }
 
 impl<T> Registry<T> {
+    /// A registry grouping loopback `127.a.b.c` by `a.b` (test networks on one machine).
+    pub fn with_loopback_groups() -> Self {
+        Registry {
+            loopback_groups: true,
+            ..Default::default()
+        }
+    }
+
+    /// The network group of `ip` under this registry's grouping.
+    pub fn group_of(&self, ip: IpAddr) -> NetGroup {
+        netgroup_with(ip, self.loopback_groups)
+    }
+
     /// Checkpoint before an inbound handshake: bans, allow/deny, pending per /24 or /64, and
     /// established per IP. On success the pending slot is taken; release it with
     /// [`end_pending`](Self::end_pending).
@@ -306,7 +323,7 @@ impl<T> Registry<T> {
         self.peers
             .values()
             .any(|p| p.direction == Direction::Outbound && p.netgroup == group)
-            || self.dialing.keys().any(|a| netgroup(a.ip()) == group)
+            || self.dialing.keys().any(|a| self.group_of(a.ip()) == group)
     }
 
     /// Established peers in `direction`.

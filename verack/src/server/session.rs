@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::netgroup::{is_local, netgroup};
+use crate::netgroup::is_local;
 use crate::peer::{BoxError, Direction, Peer, PeerId};
 
 use super::dial::BoxedConnection;
@@ -84,6 +84,13 @@ pub(crate) async fn serve<H: PeerHandlers>(
             return None;
         }
     };
+    if kind == ConnectionKind::Feeler {
+        // A feeler only proves the address works (Core): mark it good, then hang up.
+        inner.registry().end_dial(addr);
+        inner.source.connected(addr);
+        tracing::debug!(%addr, "feeler succeeded");
+        return None;
+    }
     let handle = peer.handle();
     let id = peer.id();
     let entry = Established {
@@ -93,7 +100,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
         kind,
         trusted: inner.config.admission.is_trusted(addr.ip()),
         remote_nonce: peer.negotiated().remote_nonce,
-        netgroup: netgroup(addr.ip()),
+        netgroup: inner.registry().group_of(addr.ip()),
         connected_at: Instant::now(),
         last_novel_block: None,
         last_novel_tx: None,
@@ -142,7 +149,8 @@ pub(crate) async fn serve<H: PeerHandlers>(
         kind,
         negotiated: Box::new(peer.negotiated().clone()),
     });
-    let handler = inner.handlers.handler(&handle, kind);
+    let trusted = inner.config.admission.is_trusted(addr.ip());
+    let handler = super::relay::ServerHandler::new(inner.clone(), &handle, kind, trusted);
     let started = Instant::now();
     let reason = peer.run(handler, inner.cancel.child_token()).await;
     let connected_for = started.elapsed();
