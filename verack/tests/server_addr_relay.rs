@@ -1,0 +1,234 @@
+//! Address relay through the server over loopback TCP: Core's rate limit, `getaddr` answered
+//! once per inbound connection, fresh addresses forwarded to exactly two other peers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::p2p::address::{AddrV2, AddrV2Message};
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::ServiceFlags;
+use common::*;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use verack::peer::{IgnoreMessages, MessageHandler, Peer, PeerHandle};
+use verack::server::{AddressSource, ConnectionKind, Server, ServerConfig};
+
+#[derive(Default)]
+struct Recording {
+    added: Mutex<Vec<(AddrV2Message, SocketAddr)>>,
+    known: Vec<AddrV2Message>,
+}
+
+struct Source(Arc<Recording>);
+
+impl AddressSource for Source {
+    fn candidates(&self, _: ConnectionKind, _: usize) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+    fn add(&self, addrs: &[AddrV2Message], source: SocketAddr) {
+        self.0
+            .added
+            .lock()
+            .unwrap()
+            .extend(addrs.iter().map(|a| (a.clone(), source)));
+    }
+    fn get_addr(&self) -> Vec<AddrV2Message> {
+        self.0.known.clone()
+    }
+}
+
+fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+fn routable(n: u8) -> AddrV2Message {
+    AddrV2Message {
+        time: now(),
+        services: ServiceFlags::NETWORK,
+        addr: AddrV2::Ipv4([8, 8, 8, n].into()),
+        port: 8333,
+    }
+}
+
+struct Forward(mpsc::UnboundedSender<NetworkMessage>);
+impl MessageHandler for Forward {
+    async fn on_message(&mut self, _peer: &PeerHandle, message: NetworkMessage) {
+        let _ = self.0.send(message);
+    }
+}
+
+async fn start(
+    known: Vec<AddrV2Message>,
+) -> (
+    Server<fn(&PeerHandle, ConnectionKind) -> IgnoreMessages>,
+    Arc<Recording>,
+    CancellationToken,
+    SocketAddr,
+) {
+    fn ignore(_: &PeerHandle, _: ConnectionKind) -> IgnoreMessages {
+        IgnoreMessages
+    }
+    let rec = Arc::new(Recording {
+        known,
+        ..Default::default()
+    });
+    let mut cfg = ServerConfig::new(config());
+    cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    cfg.target_full_relay = 0;
+    cfg.target_block_relay = 0;
+    cfg.feeler_interval = None;
+    let server = Server::new(
+        cfg,
+        ignore as fn(&PeerHandle, ConnectionKind) -> IgnoreMessages,
+    )
+    .with_address_source(Source(rec.clone()));
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let at = server.local_addrs()[0];
+    (server, rec, shutdown, at)
+}
+
+/// A client from `from` that forwards what it receives.
+async fn client(
+    from: &str,
+    to: SocketAddr,
+) -> (PeerHandle, mpsc::UnboundedReceiver<NetworkMessage>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let stream: TcpStream = socket.connect(to).await.unwrap();
+    let peer = Peer::outbound(stream, to, config())
+        .handshake(&CancellationToken::new(), accept)
+        .await
+        .unwrap();
+    let handle = peer.handle();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(peer.run(Forward(tx), CancellationToken::new()));
+    (handle, rx)
+}
+
+async fn addrs_within(
+    rx: &mut mpsc::UnboundedReceiver<NetworkMessage>,
+    within: Duration,
+) -> Vec<AddrV2Message> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + within;
+    while let Ok(Some(msg)) = timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        rx.recv(),
+    )
+    .await
+    {
+        match msg {
+            NetworkMessage::AddrV2(list) => got.extend(list),
+            NetworkMessage::Addr(list) => got.extend(list.into_iter().map(|(time, a)| {
+                let s = a.socket_addr().unwrap();
+                let ip = match s.ip() {
+                    std::net::IpAddr::V4(v4) => AddrV2::Ipv4(v4),
+                    std::net::IpAddr::V6(v6) => v6
+                        .to_ipv4_mapped()
+                        .map(AddrV2::Ipv4)
+                        .unwrap_or(AddrV2::Ipv6(v6)),
+                };
+                AddrV2Message {
+                    time,
+                    services: a.services,
+                    addr: ip,
+                    port: s.port(),
+                }
+            })),
+            _ => {}
+        }
+    }
+    got
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getaddr_is_answered_once_per_inbound_connection() {
+    let known: Vec<_> = (1..=5).map(routable).collect();
+    let (server, _rec, shutdown, at) = start(known.clone()).await;
+    let (h, mut rx) = client("127.0.1.1", at).await;
+    h.send(NetworkMessage::GetAddr).unwrap();
+    h.send(NetworkMessage::GetAddr).unwrap();
+    let got = addrs_within(&mut rx, Duration::from_secs(1)).await;
+    assert_eq!(
+        got.len(),
+        5,
+        "one answer with the source's addresses, not two"
+    );
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsolicited_addresses_are_rate_limited_by_the_token_bucket() {
+    let (server, rec, shutdown, at) = start(Vec::new()).await;
+    let (h, _rx) = client("127.0.2.1", at).await;
+    // A fresh connection has one token: of 50 unsolicited addresses, one is processed.
+    h.send(NetworkMessage::AddrV2((1..=50).map(routable).collect()))
+        .unwrap();
+    wait_until(|| !rec.added.lock().unwrap().is_empty()).await;
+    sleep(Duration::from_millis(200)).await;
+    assert_eq!(rec.added.lock().unwrap().len(), 1);
+    assert_eq!(
+        rec.added.lock().unwrap()[0].1.ip().to_string(),
+        "127.0.2.1",
+        "source recorded"
+    );
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_address_is_forwarded_to_exactly_two_other_peers() {
+    let (server, _rec, shutdown, at) = start(Vec::new()).await;
+    let (sender, _srx) = client("127.0.3.1", at).await;
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(client(&format!("127.0.4.{}", i + 1), at).await);
+    }
+    wait_until(|| server.count(verack::peer::Direction::Inbound) == 5).await;
+    sender
+        .send(NetworkMessage::AddrV2(vec![routable(77)]))
+        .unwrap();
+    let mut receivers = 0;
+    for (_, rx) in others.iter_mut() {
+        if addrs_within(rx, Duration::from_millis(500))
+            .await
+            .iter()
+            .any(|a| a.addr == AddrV2::Ipv4([8, 8, 8, 77].into()))
+        {
+            receivers += 1;
+        }
+    }
+    assert_eq!(receivers, 2);
+    // Stale addresses (older than 10 minutes) are stored but not forwarded.
+    let (sender2, _rx2) = client("127.0.5.1", at).await;
+    let mut stale = routable(78);
+    stale.time -= 3600;
+    sender2.send(NetworkMessage::AddrV2(vec![stale])).unwrap();
+    for (_, rx) in others.iter_mut() {
+        assert!(addrs_within(rx, Duration::from_millis(300))
+            .await
+            .is_empty());
+    }
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
