@@ -1,12 +1,21 @@
-//! Peer discovery until the address manager lands: DNS seeds per network (Core's
-//! `vSeeds`), resolved in the background, offered in random order.
+//! Peer discovery: Core's DNS seeds per network, queried when the address manager knows too
+//! few addresses, their answers added to it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bitcoin::p2p::address::AddrV2Message;
+use bitcoin::p2p::ServiceFlags;
 use bitcoin::Network;
-use rand::seq::SliceRandom;
-use verack::server::{AddressSource, ConnectionKind};
+use tokio_util::sync::CancellationToken;
+use verack::server::{addr_v2, AddrManSource};
+
+/// Below this many known addresses the DNS seeds are asked at once; above it, after
+/// [`SEED_DELAY`] only if still needed (Core's `DNSSEEDS_DELAY_PEER_THRESHOLD`).
+pub const SEED_THRESHOLD: usize = 1000;
+/// How long a node that knows addresses waits before asking seeds (Core: 11 s).
+pub const SEED_DELAY: Duration = Duration::from_secs(11);
 
 /// Core's DNS seeds (src/kernel/chainparams.cpp); regtest has none.
 pub fn dns_seeds(network: Network) -> &'static [&'static str] {
@@ -39,39 +48,61 @@ pub fn dns_seeds(network: Network) -> &'static [&'static str] {
     }
 }
 
-/// Addresses learned from DNS seeds.
-#[derive(Debug, Default, Clone)]
-pub struct SeedAddresses {
-    addrs: Arc<Mutex<Vec<SocketAddr>>>,
-}
-
-impl SeedAddresses {
-    /// Resolves every seed of `network` once (`port` is the network's P2P port); logs clearly
-    /// when nothing resolves (no network?).
-    pub async fn resolve(&self, network: Network, port: u16) {
-        let mut found = Vec::new();
-        for seed in dns_seeds(network) {
-            match tokio::net::lookup_host((*seed, port)).await {
-                Ok(addrs) => found.extend(addrs),
-                Err(e) => tracing::debug!(seed, error = %e, "DNS seed lookup failed"),
-            }
-        }
-        found.sort();
-        found.dedup();
-        if found.is_empty() && !dns_seeds(network).is_empty() {
-            tracing::warn!("no addresses from any DNS seed: is there a network connection? (use --connect or --addnode)");
-        } else {
-            tracing::info!(count = found.len(), "addresses from DNS seeds");
-        }
-        self.addrs.lock().expect("seed lock").extend(found);
+/// Asks the DNS seeds when the address manager knows fewer than [`SEED_THRESHOLD`]
+/// addresses (after [`SEED_DELAY`] if it knows some), adding what they return. Logs clearly
+/// when no seed answers (no network?).
+pub async fn seed_if_needed(
+    addrman: Arc<AddrManSource>,
+    network: Network,
+    port: u16,
+    stop: CancellationToken,
+) {
+    let seeds = dns_seeds(network);
+    if seeds.is_empty() {
+        return;
     }
-}
-
-impl AddressSource for SeedAddresses {
-    fn candidates(&self, _kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
-        let mut addrs = self.addrs.lock().expect("seed lock").clone();
-        addrs.shuffle(&mut rand::thread_rng());
-        addrs.truncate(n);
-        addrs
+    let known = addrman.lock().size(None, None);
+    if known >= SEED_THRESHOLD {
+        return;
+    }
+    if known > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(SEED_DELAY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut total = 0;
+    for seed in seeds {
+        let found: Vec<SocketAddr> = tokio::select! {
+            r = tokio::net::lookup_host((*seed, port)) => match r {
+                Ok(addrs) => addrs.collect(),
+                Err(e) => {
+                    tracing::debug!(seed, error = %e, "DNS seed lookup failed");
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let Some(first) = found.first() else { continue };
+        // Core gives seed results a random age of 3-7 days, so they rank below live gossip.
+        let entries: Vec<AddrV2Message> = found
+            .iter()
+            .map(|a| AddrV2Message {
+                time: now.saturating_sub(3 * 86_400 + rand::random::<u64>() % (4 * 86_400)) as u32,
+                services: ServiceFlags::NETWORK | ServiceFlags::WITNESS,
+                addr: addr_v2(a.ip()),
+                port: a.port(),
+            })
+            .collect();
+        total += addrman.lock().add(&entries, &addr_v2(first.ip()), 0, now);
+    }
+    if total == 0 {
+        tracing::warn!("no addresses from any DNS seed: is there a network connection? (use --connect or --addnode)");
+    } else {
+        tracing::info!(added = total, "addresses from DNS seeds");
     }
 }

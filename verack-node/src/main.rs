@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use verack::addrman::{AddrMan, AddrManConfig};
 use verack::chain::{ChainParams, HeaderTree};
 use verack::peer::{PeerConfig, StartHeight};
-use verack::server::{Server, ServerConfig, ServerError};
+use verack::server::{AddrManSource, Server, ServerConfig, ServerError};
 
 use node::{Node, NodeHandlers};
 use settings::{Args, Settings};
@@ -128,9 +129,22 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     config.admission.trusted = settings.whitelist.clone();
     config.ban_duration = settings.ban_duration;
     config.bans_path = Some(dir.join("banlist.json"));
-    let seeds = discovery::SeedAddresses::default();
+    config.anchors_path = Some(dir.join("anchors.json"));
+    let peers_path = dir.join("peers.dat");
+    let (man, problem) = AddrMan::load(
+        &peers_path,
+        AddrManConfig::default(),
+        rand::random(),
+        u64::from(node::unix_now()),
+    );
+    if let Some(e) = problem {
+        tracing::error!(error = %e, "address database not loaded; starting empty");
+    }
+    tracing::info!(addresses = man.size(None, None), "address manager loaded");
+    let addrman = Arc::new(AddrManSource::new(man, Some(peers_path)));
     let server = Arc::new(
-        Server::new(config, NodeHandlers { node: node.clone() }).with_address_source(seeds.clone()),
+        Server::new(config, NodeHandlers { node: node.clone() })
+            .with_address_source(addrman.clone()),
     );
     node.set_server(&server);
 
@@ -171,6 +185,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         database: dir.join("headers.sqlite"),
         default_port: settings::default_p2p_port(settings.network),
         ban_duration: settings.ban_duration,
+        addrman: addrman.clone(),
     };
     tracing::info!(addr = %settings.rpc, cookie = %cookie.path().display(), "JSON-RPC listening");
     let rpc_task = tokio::spawn(rpc::serve(
@@ -190,11 +205,12 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     });
     if settings.connect.is_empty() {
         let network = settings.network;
-        tokio::spawn(async move {
-            seeds
-                .resolve(network, settings::default_p2p_port(network))
-                .await
-        });
+        tokio::spawn(discovery::seed_if_needed(
+            addrman.clone(),
+            network,
+            settings::default_p2p_port(network),
+            shutdown.clone(),
+        ));
     }
     let progress = tokio::spawn(progress::report(node.clone(), shutdown.clone()));
     wait_for_signal(&shutdown).await;

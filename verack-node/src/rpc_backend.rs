@@ -15,9 +15,13 @@ use verack::peer::{Direction, PeerStats, DEFAULT_PROTOCOL_VERSION, DEFAULT_USER_
 use verack::server::ConnectionKind;
 
 use crate::node::Node;
+use bitcoin::p2p::address::AddrV2;
+use verack::addrman::AddrNetwork;
+
 use crate::rpc::types::{
-    BanExpiry, ChainTipStatus, ConnectionType, DisconnectTarget, RpcBan, RpcChainStatus,
-    RpcChainTip, RpcHeaderInfo, RpcNetTotals, RpcNetwork, RpcNetworkInfo, RpcPeer,
+    BanExpiry, ChainTipStatus, ConnectionType, DisconnectTarget, RpcAddrmanCounts, RpcBan,
+    RpcChainStatus, RpcChainTip, RpcHeaderInfo, RpcNetTotals, RpcNetwork, RpcNetworkInfo,
+    RpcNodeAddress, RpcPeer,
 };
 use crate::rpc::RpcBackend;
 
@@ -33,6 +37,8 @@ pub struct NodeRpc {
     pub default_port: u16,
     /// Ban duration when `setban` gives none.
     pub ban_duration: Duration,
+    /// The address manager (shared with the server).
+    pub addrman: Arc<verack::server::AddrManSource>,
 }
 
 fn unix(t: Option<SystemTime>) -> u64 {
@@ -92,6 +98,7 @@ impl NodeRpc {
             ConnectionKind::BlockRelayOnly => ConnectionType::BlockRelayOnly,
             ConnectionKind::Manual => ConnectionType::Manual,
             ConnectionKind::Feeler => ConnectionType::Feeler,
+            ConnectionKind::AddrFetch => ConnectionType::AddrFetch,
         };
         let mut p = RpcPeer::new(stats.id.0, stats.remote, connection_type);
         p.services = stats.services.to_u64();
@@ -326,5 +333,119 @@ impl RpcBackend for NodeRpc {
 
     fn request_stop(&self) {
         self.shutdown.cancel();
+    }
+
+    fn node_addresses(&self, count: usize, network: Option<RpcNetwork>) -> Vec<RpcNodeAddress> {
+        let network = network.and_then(to_addr_network);
+        let now = unix(Some(SystemTime::now()));
+        let list = self.addrman.lock().get_addr(count, 0, network, now);
+        list.into_iter()
+            .map(|a| RpcNodeAddress {
+                time: a.time,
+                services: a.services.to_u64(),
+                address: addr_text(&a.addr),
+                port: a.port,
+                network: rpc_network(&a.addr),
+            })
+            .collect()
+    }
+
+    fn addrman_counts(&self, network: RpcNetwork) -> RpcAddrmanCounts {
+        let Some(net) = to_addr_network(network) else {
+            return RpcAddrmanCounts::default();
+        };
+        let man = self.addrman.lock();
+        RpcAddrmanCounts {
+            new: man.size(Some(net), Some(true)),
+            tried: man.size(Some(net), Some(false)),
+        }
+    }
+
+    fn add_peer_address(&self, ip: std::net::IpAddr, port: u16, tried: bool) -> bool {
+        let now = unix(Some(SystemTime::now()));
+        let addr = verack::server::addr_v2(ip);
+        let entry = bitcoin::p2p::address::AddrV2Message {
+            time: now as u32,
+            services: bitcoin::p2p::ServiceFlags::NETWORK | bitcoin::p2p::ServiceFlags::WITNESS,
+            addr: addr.clone(),
+            port,
+        };
+        let mut man = self.addrman.lock();
+        // Core uses the address itself as the source.
+        let added = man.add(&[entry], &addr, 0, now) > 0;
+        if added && tried {
+            man.good(&addr, port, now);
+        }
+        added
+    }
+}
+
+fn to_addr_network(network: RpcNetwork) -> Option<AddrNetwork> {
+    Some(match network {
+        RpcNetwork::Ipv4 => AddrNetwork::Ipv4,
+        RpcNetwork::Ipv6 => AddrNetwork::Ipv6,
+        RpcNetwork::Onion => AddrNetwork::TorV3,
+        RpcNetwork::I2p => AddrNetwork::I2p,
+        RpcNetwork::Cjdns => AddrNetwork::Cjdns,
+        RpcNetwork::NotPubliclyRoutable => return None,
+    })
+}
+
+fn rpc_network(addr: &AddrV2) -> RpcNetwork {
+    match verack::addrman::network_of(addr) {
+        Some(AddrNetwork::Ipv4) => RpcNetwork::Ipv4,
+        Some(AddrNetwork::Ipv6) => RpcNetwork::Ipv6,
+        Some(AddrNetwork::TorV3) => RpcNetwork::Onion,
+        Some(AddrNetwork::I2p) => RpcNetwork::I2p,
+        Some(AddrNetwork::Cjdns) => RpcNetwork::Cjdns,
+        None => RpcNetwork::NotPubliclyRoutable,
+    }
+}
+
+/// An address as Core prints it (IPs; Tor v3 as `.onion`, I2P as `.b32.i2p`, CJDNS as IPv6).
+fn addr_text(addr: &AddrV2) -> String {
+    match addr {
+        AddrV2::Ipv4(ip) => ip.to_string(),
+        AddrV2::Ipv6(ip) | AddrV2::Cjdns(ip) => ip.to_string(),
+        AddrV2::TorV3(key) => format!("{}.onion", base32_lower(&tor_v3_address(key))),
+        AddrV2::I2p(hash) => format!("{}.b32.i2p", base32_lower(hash).trim_end_matches('=')),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Tor v3 address bytes: pubkey || checksum(2) || version(1) (Tor's rend-spec-v3).
+fn tor_v3_address(pubkey: &[u8; 32]) -> Vec<u8> {
+    use sha3::{Digest, Sha3_256};
+    let mut hasher = Sha3_256::new();
+    hasher.update(b".onion checksum");
+    hasher.update(pubkey);
+    hasher.update([3u8]);
+    let digest = hasher.finalize();
+    let mut out = pubkey.to_vec();
+    out.extend_from_slice(&digest[..2]);
+    out.push(3);
+    out
+}
+
+/// RFC 4648 base32, lowercase, no padding (as onion and I2P names are written).
+fn base32_lower(bytes: &[u8]) -> String {
+    data_encoding::BASE32_NOPAD
+        .encode(bytes)
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onion_v3_names_round_trip_with_their_checksum() {
+        let name = "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad";
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(name.to_ascii_uppercase().as_bytes())
+            .unwrap();
+        let pubkey: [u8; 32] = bytes[..32].try_into().unwrap();
+        assert_eq!(addr_text(&AddrV2::TorV3(pubkey)), format!("{name}.onion"));
+        assert_eq!(addr_text(&AddrV2::Ipv4([1, 2, 3, 4].into())), "1.2.3.4");
     }
 }

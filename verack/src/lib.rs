@@ -61,9 +61,11 @@
 //! # }
 //! ```
 
+pub mod addrman;
 pub mod backoff;
 pub mod chain;
 pub mod netgroup;
 pub mod peer;
 pub mod server;
+pub mod transport;
 pub mod wire;

@@ -10,8 +10,8 @@ use bitcoin::{BlockHash, Network};
 use ipnet::IpNet;
 
 use super::types::{
-    BanExpiry, DisconnectTarget, RpcBan, RpcChainStatus, RpcChainTip, RpcHeaderInfo, RpcNetTotals,
-    RpcNetworkInfo, RpcPeer,
+    BanExpiry, DisconnectTarget, RpcAddrmanCounts, RpcBan, RpcChainStatus, RpcChainTip,
+    RpcHeaderInfo, RpcNetTotals, RpcNetwork, RpcNetworkInfo, RpcNodeAddress, RpcPeer,
 };
 
 /// What the JSON-RPC server needs from the node.
@@ -99,4 +99,24 @@ pub trait RpcBackend: Send + Sync + 'static {
     /// the server still has to send the reply. The node then cancels the token passed
     /// to [`serve`](super::serve).
     fn request_stop(&self);
+
+    /// `getnodeaddresses`: up to `count` known addresses (0 = all), optionally of one network,
+    /// as Core's `AddrMan::GetAddr` picks them (random, terrible ones skipped). Default none.
+    fn node_addresses(&self, count: usize, network: Option<RpcNetwork>) -> Vec<RpcNodeAddress> {
+        let _ = (count, network);
+        Vec::new()
+    }
+
+    /// `getaddrmaninfo`: new/tried counts for each of [`RpcNetwork::LISTED`]. Default zeros.
+    fn addrman_counts(&self, network: RpcNetwork) -> RpcAddrmanCounts {
+        let _ = network;
+        RpcAddrmanCounts::default()
+    }
+
+    /// `addpeeraddress` (a test RPC in Core): add `ip:port` to the address manager's new table,
+    /// then to tried if `tried`. Returns whether it was added. Default `false`.
+    fn add_peer_address(&self, ip: std::net::IpAddr, port: u16, tried: bool) -> bool {
+        let _ = (ip, port, tried);
+        false
+    }
 }

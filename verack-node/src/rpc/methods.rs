@@ -203,6 +203,37 @@ pub(crate) static COMMANDS: &[Command] = &[
         handler: getnetworkinfo,
     },
     Command {
+        name: "getnodeaddresses",
+        category: "network",
+        args: &[
+            opt("count", ArgType::Num, Some("1"), "The maximum number of addresses to return. Specify 0 to return all known addresses."),
+            opt("network", ArgType::Str, Some("all networks"), "Return only addresses of the specified network. Can be one of: ipv4, ipv6, onion, i2p, cjdns."),
+        ],
+        description: "Return known addresses, after filtering for quality and recency.\nThese can potentially be used to find new peers in the network.\nThe total number of addresses known to the node may be higher.",
+        result: "[ { \"time\", \"services\", \"address\", \"port\", \"network\" }, ... ]",
+        handler: getnodeaddresses,
+    },
+    Command {
+        name: "getaddrmaninfo",
+        category: "network",
+        args: &[],
+        description: "Provides information about the node's address manager by returning the number of addresses in the `new` and `tried` tables and their sum for all networks.",
+        result: "{ \"ipv4\": { \"new\", \"tried\", \"total\" }, ..., \"all_networks\": { ... } }",
+        handler: getaddrmaninfo,
+    },
+    Command {
+        name: "addpeeraddress",
+        category: "hidden",
+        args: &[
+            arg("address", ArgType::Str, "The IP address of the peer"),
+            arg("port", ArgType::Num, "The port of the peer"),
+            opt("tried", ArgType::Bool, Some("false"), "If true, attempt to add the peer to the tried addresses table"),
+        ],
+        description: "Add the address of a potential peer to an address manager table. This RPC is for testing only.",
+        result: "{ \"success\" }",
+        handler: addpeeraddress,
+    },
+    Command {
         name: "getpeerinfo",
         category: "network",
         args: &[],
@@ -904,6 +935,90 @@ fn listbanned(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcError> 
         })
         .collect();
     Ok(Value::Array(bans))
+}
+
+/// Core's `getnodeaddresses`.
+fn getnodeaddresses(backend: &dyn RpcBackend, params: &[Value]) -> Result<Value, RpcError> {
+    let count: i64 = match param(params, 0) {
+        Some(v) => int_param(v)?,
+        None => 1,
+    };
+    if count < 0 {
+        return Err(RpcError::new(
+            RPC_INVALID_PARAMETER,
+            "Address count out of range",
+        ));
+    }
+    let network = match str_param(params, 1) {
+        Some(name) => Some(
+            RpcNetwork::LISTED
+                .iter()
+                .copied()
+                .find(|n| n.name() == name)
+                .ok_or_else(|| {
+                    RpcError::new(
+                        RPC_INVALID_PARAMETER,
+                        format!("Network not recognized: {name}"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let list = backend
+        .node_addresses(count as usize, network)
+        .into_iter()
+        .map(|a| {
+            json!({
+                "time": a.time,
+                "services": a.services,
+                "address": a.address,
+                "port": a.port,
+                "network": a.network.name(),
+            })
+        })
+        .collect();
+    Ok(Value::Array(list))
+}
+
+/// Core's `getaddrmaninfo`.
+fn getaddrmaninfo(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcError> {
+    let mut obj = Map::new();
+    let (mut all_new, mut all_tried) = (0, 0);
+    for network in RpcNetwork::LISTED {
+        let c = backend.addrman_counts(network);
+        all_new += c.new;
+        all_tried += c.tried;
+        obj.insert(
+            network.name().into(),
+            json!({"new": c.new, "tried": c.tried, "total": c.new + c.tried}),
+        );
+    }
+    obj.insert(
+        "all_networks".into(),
+        json!({"new": all_new, "tried": all_tried, "total": all_new + all_tried}),
+    );
+    Ok(Value::Object(obj))
+}
+
+/// Core's `addpeeraddress`.
+fn addpeeraddress(backend: &dyn RpcBackend, params: &[Value]) -> Result<Value, RpcError> {
+    let address = str_param(params, 0).unwrap_or_default();
+    let port: u16 = int_param(&params[1])?;
+    let tried = bool_param(params, 2).unwrap_or(false);
+    let mut obj = Map::new();
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let success = backend.add_peer_address(ip, port, tried);
+            obj.insert("success".into(), success.into());
+            if !success {
+                obj.insert("error".into(), "failed-adding-to-new".into());
+            }
+        }
+        Err(_) => {
+            obj.insert("success".into(), false.into());
+        }
+    }
+    Ok(Value::Object(obj))
 }
 
 fn clearbanned(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcError> {

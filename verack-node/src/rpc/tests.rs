@@ -1408,3 +1408,38 @@ fn difficulty_matches_core() {
     assert_eq!(difficulty(0x1b04_864c), 14484.162361225399);
     assert_eq!(difficulty(0x207f_ffff), 4.6565423739069247e-10);
 }
+
+#[tokio::test]
+async fn address_manager_rpcs_check_params_and_have_cores_shapes() {
+    let server = Server::with_password().await;
+    // The fake backend knows no addresses: empty lists and zero counts, in Core's shapes.
+    assert_eq!(
+        server.result("getnodeaddresses", json!([])).await,
+        json!([])
+    );
+    assert_eq!(
+        server.result("getnodeaddresses", json!([0, "ipv6"])).await,
+        json!([])
+    );
+    let info = server.result("getaddrmaninfo", json!([])).await;
+    for net in ["ipv4", "ipv6", "onion", "i2p", "cjdns", "all_networks"] {
+        assert_eq!(
+            info[net],
+            json!({"new": 0, "tried": 0, "total": 0}),
+            "{net}"
+        );
+    }
+    let (_, code, message) = server.error("getnodeaddresses", json!([-1])).await;
+    assert_eq!((code, message.as_str()), (-8, "Address count out of range"));
+    let (_, code, message) = server.error("getnodeaddresses", json!([1, "moon"])).await;
+    assert_eq!(
+        (code, message.as_str()),
+        (-8, "Network not recognized: moon")
+    );
+    let added = server
+        .result("addpeeraddress", json!(["1.2.3.4", 8333]))
+        .await;
+    assert_eq!(added["success"], false, "the fake backend refuses: {added}");
+    let (_, code, _) = server.error("addpeeraddress", json!(["1.2.3.4"])).await;
+    assert_eq!(code, -1, "missing port: Core's help error");
+}

@@ -490,3 +490,27 @@ pub struct RpcChainTip {
     /// Validity state (`status`).
     pub status: ChainTipStatus,
 }
+
+/// One `getnodeaddresses` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcNodeAddress {
+    /// When the address was last seen, Unix seconds.
+    pub time: u32,
+    /// Its service bits.
+    pub services: u64,
+    /// The address, without port (Tor/I2P/CJDNS in their usual text forms).
+    pub address: String,
+    /// The port.
+    pub port: u16,
+    /// Its network.
+    pub network: RpcNetwork,
+}
+
+/// `getaddrmaninfo` counts for one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RpcAddrmanCounts {
+    /// Addresses in the new table.
+    pub new: usize,
+    /// Addresses in the tried table.
+    pub tried: usize,
+}

@@ -9,7 +9,8 @@ use bitcoin::p2p::ServiceFlags;
 use bitcoin::Network;
 
 use super::hooks::MessageHooks;
-use super::NonceCache;
+use super::{NonceCache, V1OnlyCache};
+use crate::transport::V2Mode;
 
 /// Our protocol version by default: 70016 (BIP339 `wtxidrelay`), Bitcoin Core v31's
 /// `PROTOCOL_VERSION`.
@@ -50,7 +51,7 @@ impl fmt::Debug for StartHeight {
 ///
 /// Build with [`PeerConfig::new`] and adjust the public fields. Cloning shares the
 /// [`nonce_cache`](Self::nonce_cache), so every peer created from clones of one config detects
-/// self-connections among them.
+/// self-connections among them, and the [`v1_only_cache`](Self::v1_only_cache).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct PeerConfig {
@@ -62,7 +63,8 @@ pub struct PeerConfig {
     /// [`ProtocolTooOld`](super::HandshakeError::ProtocolTooOld). Default 31800.
     pub min_protocol_version: u32,
     /// Services we advertise. Default `NONE`. Without `NODE_BLOOM`, BIP111 rules apply to
-    /// `filterload`/`filteradd`/`filterclear`.
+    /// `filterload`/`filteradd`/`filterclear`. `NODE_P2P_V2` is added when [`v2`](Self::v2) is
+    /// enabled (see [`advertised_services`](Self::advertised_services)).
     pub services: ServiceFlags,
     /// User agent (BIP14). Default [`DEFAULT_USER_AGENT`].
     pub user_agent: String,
@@ -74,8 +76,23 @@ pub struct PeerConfig {
     /// Our listening address, sent as `addr_from`; `None` sends the unroutable `[::]:0` as
     /// Bitcoin Core does.
     pub local_address: Option<SocketAddr>,
-    /// Whole-handshake deadline. Default 30 s (btcd/dcrd `negotiateTimeout`).
+    /// Whole-handshake deadline, the v2 key exchange included. Default 30 s (btcd/dcrd
+    /// `negotiateTimeout`).
     pub handshake_timeout: Duration,
+    /// When to use the BIP324 v2 encrypted transport. Default [`V2Mode::IfAdvertised`]: inbound
+    /// connections are detected as v1 or v2, outbound ones use v2 when the remote is known to
+    /// advertise `NODE_P2P_V2`, and we advertise it.
+    pub v2: V2Mode,
+    /// Deadline for the v2 key exchange (keys, garbage, version packets), inside
+    /// [`handshake_timeout`](Self::handshake_timeout). Default 10 s. When it expires on an
+    /// outbound attempt that received nothing, the error is the re-dial-over-v1 hint.
+    pub v2_handshake_timeout: Duration,
+    /// Send decoy packets (random contents, ignored by the remote) in the v2 handshake and, now
+    /// and then, before our messages. Default `false`. Received decoys are always ignored.
+    pub v2_decoys: bool,
+    /// Addresses that answered a v2 attempt as v1-only peers, shared by clones of this config
+    /// (see [`V1OnlyCache`]).
+    pub v1_only_cache: Arc<V1OnlyCache>,
     /// Interval between our pings once running (BIP31; only when the negotiated version is
     /// above 60000). Default 2 min (Core, btcd).
     pub ping_interval: Duration,
@@ -131,6 +148,10 @@ impl PeerConfig {
             relay: true,
             local_address: None,
             handshake_timeout: Duration::from_secs(30),
+            v2: V2Mode::IfAdvertised,
+            v2_handshake_timeout: Duration::from_secs(10),
+            v2_decoys: false,
+            v1_only_cache: Arc::new(V1OnlyCache::default()),
             ping_interval: Duration::from_secs(120),
             ping_timeout: Duration::from_secs(20 * 60),
             idle_timeout: Duration::from_secs(5 * 60),
@@ -147,6 +168,16 @@ impl PeerConfig {
             hooks: None,
         }
     }
+
+    /// The services in our `version`: [`services`](Self::services), plus `NODE_P2P_V2` (bit 11)
+    /// when [`v2`](Self::v2) is enabled.
+    pub fn advertised_services(&self) -> ServiceFlags {
+        if self.v2.enabled() {
+            self.services | ServiceFlags::P2P_V2
+        } else {
+            self.services
+        }
+    }
 }
 
 impl fmt::Debug for PeerConfig {
@@ -160,6 +191,9 @@ impl fmt::Debug for PeerConfig {
             .field("start_height", &self.start_height)
             .field("relay", &self.relay)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("v2", &self.v2)
+            .field("v2_handshake_timeout", &self.v2_handshake_timeout)
+            .field("v2_decoys", &self.v2_decoys)
             .field("hooks", &self.hooks.is_some())
             .finish_non_exhaustive()
     }

@@ -1,4 +1,4 @@
-//! Framed, counted, logged reads and writes on one connection.
+//! Framed, counted, logged reads and writes on one connection, over v1 frames or v2 packets.
 
 use std::io;
 use std::net::SocketAddr;
@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bitcoin::hex::DisplayHex;
 use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::Magic;
 use bytes::{Bytes, BytesMut};
+use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -14,7 +16,8 @@ use tokio_util::codec::Decoder;
 use super::hooks::MessageHooks;
 use super::stats::{Counters, OTHER_COMMAND};
 use super::{Direction, PeerId};
-use crate::wire::{encode_frame, DecodeError, Frame, V1Codec};
+use crate::transport::{encode_contents, PacketDecoder, PacketEncoder, TransportKind};
+use crate::wire::{encode_frame, DecodeError, Frame, OversizeMessage, V1Codec};
 
 /// Bytes of free buffer space ensured before each socket read. The buffer grows only as bytes
 /// arrive, never from a peer-announced length.
@@ -51,6 +54,89 @@ impl PeerContext {
     }
 }
 
+/// Bytes to messages: the v1 codec or the v2 packet decoder.
+pub(crate) enum FrameDecoder {
+    V1(V1Codec),
+    V2(PacketDecoder),
+}
+
+impl FrameDecoder {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        match self {
+            FrameDecoder::V1(codec) => codec.decode(buf),
+            FrameDecoder::V2(packets) => packets.decode(buf),
+        }
+    }
+
+    /// Bytes consumed that carried no message (v2 decoys).
+    fn take_skipped(&mut self) -> usize {
+        match self {
+            FrameDecoder::V1(_) => 0,
+            FrameDecoder::V2(packets) => packets.take_skipped(),
+        }
+    }
+}
+
+/// Queued frames to wire bytes: v1 frames go out as they are, v2 contents are encrypted.
+pub(crate) enum FrameEncoder {
+    V1,
+    V2 {
+        packets: PacketEncoder,
+        /// Send a decoy packet before some batches.
+        decoys: bool,
+    },
+}
+
+/// One in this many write batches is preceded by a decoy when decoys are on.
+const DECOY_ONE_IN: u32 = 8;
+/// Largest decoy contents sent.
+const MAX_DECOY_LEN: usize = 64;
+
+impl FrameEncoder {
+    /// Appends the wire bytes of one queued frame (from [`encode_queued`]) to `dst`.
+    pub(crate) fn seal_into(&mut self, frame: &[u8], dst: &mut BytesMut) {
+        match self {
+            FrameEncoder::V1 => dst.extend_from_slice(frame),
+            FrameEncoder::V2 { packets, .. } => {
+                packets.encode_into(frame, false, dst);
+            }
+        }
+    }
+
+    /// Maybe appends a decoy packet to `dst`; returns its length (0 if none).
+    pub(crate) fn maybe_decoy(&mut self, dst: &mut BytesMut) -> usize {
+        match self {
+            FrameEncoder::V2 {
+                packets,
+                decoys: true,
+            } => {
+                let mut rng = rand::thread_rng();
+                if !rng.gen_ratio(1, DECOY_ONE_IN) {
+                    return 0;
+                }
+                let mut contents = [0u8; MAX_DECOY_LEN];
+                let len = rng.gen_range(0..=MAX_DECOY_LEN);
+                rng.fill(&mut contents[..len]);
+                packets.encode_into(&contents[..len], true, dst)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Encodes `msg` as queued for the writer: a whole v1 frame, or v2 packet contents (message
+/// type + payload) that the writer encrypts in order.
+pub(crate) fn encode_queued(
+    kind: TransportKind,
+    magic: Magic,
+    msg: &NetworkMessage,
+) -> Result<Bytes, OversizeMessage> {
+    match kind {
+        TransportKind::V1 => encode_frame(magic, msg),
+        TransportKind::V2 => encode_contents(msg),
+    }
+}
+
 /// Why [`read_frame`] returned no frame.
 #[derive(Debug)]
 pub(crate) enum ReadError {
@@ -63,18 +149,25 @@ pub(crate) enum ReadError {
 }
 
 /// Reads the next frame, growing `buf` in [`READ_CHUNK`] steps as bytes arrive. Counts and
-/// logs good frames; counts frames skipped for a non-fatal error under `*other*`.
+/// logs good frames; counts frames skipped for a non-fatal error under `*other*`, and v2 decoy
+/// packets as bytes received without a message.
 ///
 /// Cancel safety: bytes read stay in `buf`, so dropping the future loses nothing.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
-    codec: &mut V1Codec,
+    decoder: &mut FrameDecoder,
     ctx: &PeerContext,
 ) -> Result<Frame, ReadError> {
     loop {
         let before = buf.len();
-        match codec.decode(buf) {
+        let decoded = decoder.decode(buf);
+        let skipped = decoder.take_skipped();
+        if skipped > 0 {
+            ctx.counters
+                .record_overhead_received(skipped, Instant::now());
+        }
+        match decoded {
             Ok(Some(frame)) => {
                 ctx.record_read(&frame, Instant::now());
                 return Ok(frame);
@@ -82,8 +175,11 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => {
                 if !e.is_fatal() {
-                    ctx.counters
-                        .record_received(OTHER_COMMAND, before - buf.len(), Instant::now());
+                    ctx.counters.record_received(
+                        OTHER_COMMAND,
+                        before - buf.len() - skipped,
+                        Instant::now(),
+                    );
                 }
                 return Err(ReadError::Decode(e));
             }
@@ -108,15 +204,29 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 /// one at a time).
 pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    codec: &V1Codec,
+    encoder: &mut FrameEncoder,
+    magic: Magic,
     ctx: &PeerContext,
     msg: &NetworkMessage,
 ) -> io::Result<()> {
-    let frame: Bytes = encode_frame(codec.magic(), msg)
+    let kind = match encoder {
+        FrameEncoder::V1 => TransportKind::V1,
+        FrameEncoder::V2 { .. } => TransportKind::V2,
+    };
+    let frame: Bytes = encode_queued(kind, magic, msg)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    wr.write_all(&frame).await?;
+    let wire = match encoder {
+        FrameEncoder::V1 => frame,
+        FrameEncoder::V2 { .. } => {
+            let mut sealed =
+                BytesMut::with_capacity(frame.len() + crate::transport::PACKET_OVERHEAD);
+            encoder.seal_into(&frame, &mut sealed);
+            sealed.freeze()
+        }
+    };
+    wr.write_all(&wire).await?;
     wr.flush().await?;
-    ctx.record_written(msg.cmd(), &frame, Instant::now());
+    ctx.record_written(msg.cmd(), &wire, Instant::now());
     Ok(())
 }
 
@@ -144,7 +254,7 @@ mod tests {
             hooks: None,
         };
         let mut buf = BytesMut::new();
-        let mut codec = V1Codec::new(magic);
+        let mut codec = FrameDecoder::V1(V1Codec::new(magic));
         let read = tokio::time::timeout(
             Duration::from_millis(50),
             read_frame(&mut ours, &mut buf, &mut codec, &ctx),

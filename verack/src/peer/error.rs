@@ -56,9 +56,57 @@ pub enum HandshakeError {
     /// `UnexpectedEof`.
     #[error("i/o error during handshake: {0}")]
     Io(#[from] std::io::Error),
-    /// The remote's bytes were not valid frames.
+    /// The remote's bytes were not valid frames (v1) or packets (v2: garbage terminator,
+    /// packet length, authentication, in [`DecodeError::V2`]).
     #[error("framing error during handshake: {0}")]
     Framing(#[from] DecodeError),
+    /// Our outbound BIP324 v2 attempt ended the way BIP324 says a v1-only peer answers:
+    /// **re-dial the address over v1**. The address was added to the config's
+    /// [`V1OnlyCache`](super::V1OnlyCache), so [`Peer::outbound`](super::Peer::outbound) /
+    /// [`Peer::outbound_with_services`](super::Peer::outbound_with_services) pick v1 for it
+    /// next time. This crate never re-dials (the caller owns the socket). Any other v2 failure
+    /// is another variant and no reason to fall back.
+    #[error("remote does not speak BIP324 v2 ({reason}); re-dial over v1")]
+    V2RetryV1 {
+        /// What the remote did.
+        reason: RetryV1Reason,
+    },
+    /// The remote speaks v1 and [`V2Mode::Only`](crate::transport::V2Mode::Only) refuses it
+    /// (an inbound v1 prefix, or an outbound v2 attempt answered in v1).
+    #[error("remote speaks v1 and only v2 is allowed")]
+    V1NotAllowed,
+}
+
+impl HandshakeError {
+    /// Whether this is the re-dial-over-v1 hint ([`HandshakeError::V2RetryV1`]).
+    pub fn retry_v1(&self) -> bool {
+        matches!(self, HandshakeError::V2RetryV1 { .. })
+    }
+}
+
+/// How a v1-only peer answered our v2 attempt, all with nothing (or only v1 bytes) received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryV1Reason {
+    /// It closed the connection (end of stream).
+    Closed,
+    /// It reset or aborted the connection (or our write hit a closed pipe).
+    Reset,
+    /// Nothing arrived within [`v2_handshake_timeout`](super::PeerConfig::v2_handshake_timeout).
+    Timeout,
+    /// Its first bytes were v1 (our network magic where its public key should be).
+    V1Reply,
+}
+
+impl std::fmt::Display for RetryV1Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RetryV1Reason::Closed => "closed before sending anything",
+            RetryV1Reason::Reset => "reset before sending anything",
+            RetryV1Reason::Timeout => "silent through the v2 key exchange",
+            RetryV1Reason::V1Reply => "answered in v1",
+        })
+    }
 }
 
 /// A rule of the protocol the remote broke after the handshake.
@@ -169,7 +217,8 @@ pub enum DisconnectReason {
         /// The deadline computed for it.
         after: Duration,
     },
-    /// The remote's bytes could not be framed (wrong magic, oversize, truncated).
+    /// The remote's bytes could not be framed (wrong magic, oversize, truncated; for v2 a
+    /// packet over the limit or failing authentication).
     #[error("framing error: {0}")]
     Framing(DecodeError),
     /// The socket failed.

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::encode_queued;
 use super::connection::PeerContext;
 use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
@@ -26,13 +27,13 @@ use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
     SendError,
 };
-use crate::wire::encode_frame;
 
 /// The first version that understands `reject` (BIP61).
 const REJECT_VERSION: u32 = 70002;
 
 /// A frame waiting for the writer.
 pub(crate) struct Outgoing {
+    /// A whole v1 frame, or v2 packet contents the writer encrypts.
     pub(crate) frame: Bytes,
     pub(crate) command: CommandString,
     pub(crate) sent: Option<oneshot::Sender<()>>,
@@ -168,7 +169,7 @@ impl Shared {
             }
             _ => {}
         }
-        let frame = encode_frame(self.ctx_magic(), msg)?;
+        let frame = encode_queued(self.negotiated.transport.kind(), self.ctx_magic(), msg)?;
         let len = frame.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.config.send_queue_limit {
@@ -485,6 +486,7 @@ impl PeerHandle {
             last_ping,
             min_ping,
             time_offset: n.time_offset,
+            transport: n.transport,
         };
         self.shared.ctx.counters.fill(&mut s);
         s
@@ -492,7 +494,7 @@ impl PeerHandle {
 
     /// Whether we advertise `flags` (for handlers deciding what to serve).
     pub fn we_offer(&self, flags: ServiceFlags) -> bool {
-        self.shared.config.services.has(flags)
+        self.shared.config.advertised_services().has(flags)
     }
 
     /// Asks the peer to disconnect with [`DisconnectReason::LocalRequest`]. Idempotent; callable

@@ -26,8 +26,9 @@ pub(crate) struct Exchange {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
-    /// Exchanges `version` and `verack` with the remote, within the configured
-    /// [`handshake_timeout`](super::PeerConfig::handshake_timeout).
+    /// Settles the transport (v1, or the BIP324 v2 key exchange; see the [module
+    /// docs](super)), then exchanges `version` and `verack` with the remote, all within the
+    /// configured [`handshake_timeout`](super::PeerConfig::handshake_timeout).
     ///
     /// `on_version` sees the remote `version` after the built-in checks passed and before we
     /// send anything more; returning `Err` fails the handshake with
@@ -42,7 +43,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     /// [`NotVerack`](HandshakeError::NotVerack), [`Timeout`](HandshakeError::Timeout),
     /// [`Cancelled`](HandshakeError::Cancelled) when `cancel` fires first,
     /// [`Refused`](HandshakeError::Refused), [`Io`](HandshakeError::Io),
-    /// [`Framing`](HandshakeError::Framing). On error the connection is dropped (closed).
+    /// [`Framing`](HandshakeError::Framing) (v2 errors included), and for v2
+    /// [`V2RetryV1`](HandshakeError::V2RetryV1) (re-dial over v1) and
+    /// [`V1NotAllowed`](HandshakeError::V1NotAllowed). `Timeout { after }` carries the
+    /// v2 handshake timeout when that one expired. On error the connection is dropped (closed).
     pub async fn handshake<F, E>(
         mut self,
         cancel: &CancellationToken,
@@ -59,6 +63,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
             r = tokio::time::timeout(after, self.exchange(on_version)) => {
                 r.unwrap_or(Err(HandshakeError::Timeout { after }))
             }
+        };
+        // The whole-handshake deadline may end an outbound v2 attempt before its own did.
+        let result = match result {
+            Err(e @ HandshakeError::Timeout { .. }) if self.in_v2_key_exchange() => {
+                Err(self.initiator_failure(e))
+            }
+            other => other,
         };
         match result {
             Ok(exchange) => Ok(HandshakedPeer::start(self, exchange)),
@@ -80,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 break n;
             }
         };
+        self.establish_transport().await?;
         let exchange = match self.ctx.direction {
             Direction::Outbound => {
                 self.config.nonce_cache.insert(local_nonce);
@@ -106,14 +118,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
 
     fn our_version(&self, nonce: u64) -> NetworkMessage {
         let unroutable = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
+        let services = self.config.advertised_services();
         let mut v = VersionMessage::new(
-            self.config.services,
+            services,
             unix_now(),
             Address::new(&self.ctx.remote, bitcoin::p2p::ServiceFlags::NONE),
-            Address::new(
-                &self.config.local_address.unwrap_or(unroutable),
-                self.config.services,
-            ),
+            Address::new(&self.config.local_address.unwrap_or(unroutable), services),
             nonce,
             self.config.user_agent.clone(),
             self.config.start_height.get(),
@@ -226,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 remote_nonce: remote.nonce,
                 local_nonce,
                 features,
+                transport: self.transport,
             },
             held,
         }
@@ -235,7 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         match read_frame(
             &mut self.stream,
             &mut self.read_buf,
-            &mut self.codec,
+            &mut self.decoder,
             &self.ctx,
         )
         .await
@@ -250,7 +261,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     async fn send(&mut self, msg: NetworkMessage) -> Result<(), HandshakeError> {
-        Ok(write_message(&mut self.stream, &self.codec, &self.ctx, &msg).await?)
+        let magic = self.config.network.magic();
+        Ok(write_message(&mut self.stream, &mut self.encoder, magic, &self.ctx, &msg).await?)
     }
 }
 

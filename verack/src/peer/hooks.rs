@@ -33,8 +33,9 @@ use super::{PeerHandle, PeerId};
 /// of a [`PeerConfig`](super::PeerConfig). Both methods default to doing nothing. They run
 /// inline on the peer's I/O task (see [`MessageHandler`], *Where they run*): keep them cheap.
 pub trait MessageHooks: Send + Sync + 'static {
-    /// A frame of `wire_len` bytes (header included) was read and decoded into `message`.
-    /// Called for handshake messages too.
+    /// A frame of `wire_len` bytes (header included; for v2 the whole packet: length, header
+    /// byte, contents and tag) was read and decoded into `message`. Called for handshake
+    /// messages too.
     fn message_read(
         &self,
         peer: PeerId,
@@ -45,8 +46,8 @@ pub trait MessageHooks: Send + Sync + 'static {
         let _ = (peer, remote, message, wire_len);
     }
 
-    /// A frame of `wire_len` bytes carrying `command` was written to the socket; `frame` is its
-    /// raw bytes, header included.
+    /// A frame carrying `command` was written to the socket; `frame` is its raw bytes, header
+    /// included (for v2, the encrypted packet as written).
     fn message_written(&self, peer: PeerId, remote: SocketAddr, command: &str, frame: &[u8]) {
         let _ = (peer, remote, command, frame);
     }

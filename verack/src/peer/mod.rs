@@ -12,6 +12,31 @@
 //!    [`DisconnectReason`]. [`PeerHandle`]s (from [`HandshakedPeer::handle`]) send messages,
 //!    queue inventory, read stats and disconnect, from any task.
 //!
+//! # Transport (BIP324)
+//! Before `version`, the transport is settled:
+//! - **Inbound** (unless [`PeerConfig::v2`] is [`V2Mode::Off`]): the first bytes decide
+//!   ([`detect_transport`](crate::transport::detect_transport)). Our network magic means v1:
+//!   the handshake continues on the same bytes. Another magic followed by `version` fails with
+//!   [`DecodeError::WrongMagic`](crate::wire::DecodeError::WrongMagic). Anything else is a v2
+//!   initiator's key: we answer as the v2 responder. [`V2Mode::Only`] refuses v1 with
+//!   [`HandshakeError::V1NotAllowed`].
+//! - **Outbound**: the constructor decides. [`Peer::outbound`] (remote services unknown) uses
+//!   v2 only with [`V2Mode::Always`]/[`V2Mode::Only`]; [`Peer::outbound_with_services`] also
+//!   uses it with the default [`V2Mode::IfAdvertised`] when the remote advertises
+//!   `NODE_P2P_V2` (e.g. from addr relay); both use v1 for an address in the
+//!   [`V1OnlyCache`] (except with `Only`). [`Peer::outbound_with_transport`] forces a choice.
+//!
+//! The v2 key exchange (keys, up to 4095 bytes of random garbage, terminator, optional decoys,
+//! version packet whose contents are ignored) has its own deadline,
+//! [`PeerConfig::v2_handshake_timeout`] (10 s), inside the whole-handshake one. If an outbound
+//! v2 attempt receives nothing before the remote closes, resets or the v2 deadline passes (or
+//! the remote answers in v1), the error is [`HandshakeError::V2RetryV1`]: the caller should
+//! re-dial over v1 — calling `Peer::outbound` or `Peer::outbound_with_services` again for the
+//! same address does, since the address is now in the [`V1OnlyCache`]. Every other v2 failure
+//! is a plain error. After the key exchange, `version`/`verack` and everything else travel in
+//! v2 packets; [`Negotiated::transport`] and [`PeerStats::transport`] report the transport and
+//! the BIP324 session id.
+//!
 //! # Handshake steps
 //! Outbound: send `version` → read `version` → checks and callback → read until `verack` →
 //! send `wtxidrelay` and `sendaddrv2` (negotiated version ≥ 70016) → send `verack`.
@@ -34,6 +59,7 @@
 mod config;
 mod connection;
 mod error;
+mod fallback;
 mod flood;
 mod handle;
 mod handshake;
@@ -47,12 +73,14 @@ mod receive;
 mod run;
 mod stall;
 mod stats;
+mod v2;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bitcoin::p2p::ServiceFlags;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -60,7 +88,10 @@ pub use config::{
     PeerConfig, StartHeight, DEFAULT_MIN_PROTOCOL_VERSION, DEFAULT_PROTOCOL_VERSION,
     DEFAULT_USER_AGENT,
 };
-pub use error::{BoxError, DisconnectReason, HandshakeError, SendError, StallKind, Violation};
+pub use error::{
+    BoxError, DisconnectReason, HandshakeError, RetryV1Reason, SendError, StallKind, Violation,
+};
+pub use fallback::{V1OnlyCache, V1_ONLY_CACHE_SIZE};
 pub use handle::PeerHandle;
 pub use handshake::{MAX_HELD_MESSAGES, WTXID_RELAY_VERSION};
 pub use hooks::{dispatch, IgnoreMessages, MessageHandler, MessageHooks};
@@ -75,9 +106,10 @@ pub use receive::{
 pub use run::HandshakedPeer;
 pub use stats::{PeerStats, OTHER_COMMAND};
 
-use connection::PeerContext;
+use connection::{FrameDecoder, FrameEncoder, PeerContext};
 use stats::Counters;
 
+pub use crate::transport::{Transport, TransportKind, V2Mode};
 use crate::wire::V1Codec;
 
 /// Who opened the connection.
@@ -101,19 +133,53 @@ impl fmt::Display for PeerId {
 
 static NEXT_PEER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How the transport is settled before the `version` exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// v1 from the first byte.
+    V1,
+    /// Inbound: look at the first bytes.
+    Detect,
+    /// Outbound: the v2 key exchange as initiator.
+    V2Initiator,
+}
+
 /// A connection that has not completed the handshake. It can only be
 /// [handshaked](Peer::handshake) or dropped.
 pub struct Peer<S> {
     stream: S,
     read_buf: BytesMut,
-    codec: V1Codec,
+    decoder: FrameDecoder,
+    encoder: FrameEncoder,
+    transport: Transport,
+    plan: Plan,
+    /// Raw bytes read from the socket during transport setup (for the v1 fallback hint).
+    setup_bytes_read: usize,
     ctx: Arc<PeerContext>,
     config: PeerConfig,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     /// A peer over `stream`, a connection in `direction` with `remote`.
+    ///
+    /// Inbound peers detect v1 or v2 (unless [`V2Mode::Off`]); outbound peers choose as
+    /// [`Peer::outbound`] does.
     pub fn new(stream: S, direction: Direction, remote: SocketAddr, config: PeerConfig) -> Peer<S> {
+        let plan = match direction {
+            Direction::Inbound if config.v2.enabled() => Plan::Detect,
+            Direction::Inbound => Plan::V1,
+            Direction::Outbound => outbound_plan(&config, remote, None),
+        };
+        Peer::with_plan(stream, direction, remote, config, plan)
+    }
+
+    fn with_plan(
+        stream: S,
+        direction: Direction,
+        remote: SocketAddr,
+        config: PeerConfig,
+        plan: Plan,
+    ) -> Peer<S> {
         let ctx = PeerContext {
             id: PeerId(NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed)),
             remote,
@@ -124,15 +190,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         Peer {
             stream,
             read_buf: BytesMut::new(),
-            codec: V1Codec::new(config.network.magic()),
+            decoder: FrameDecoder::V1(V1Codec::new(config.network.magic())),
+            encoder: FrameEncoder::V1,
+            transport: Transport::V1,
+            plan,
+            setup_bytes_read: 0,
             ctx: Arc::new(ctx),
             config,
         }
     }
 
-    /// A peer over a connection we opened to `remote`.
+    /// A peer over a connection we opened to `remote`, whose services are not known.
+    ///
+    /// Uses v2 when [`PeerConfig::v2`] is [`V2Mode::Always`] (and `remote` is not in the
+    /// [`V1OnlyCache`]) or [`V2Mode::Only`]; v1 otherwise, so with the default
+    /// [`V2Mode::IfAdvertised`] this is a v1 connection. After a
+    /// [`HandshakeError::V2RetryV1`], calling this again for the same address gives v1.
     pub fn outbound(stream: S, remote: SocketAddr, config: PeerConfig) -> Peer<S> {
         Peer::new(stream, Direction::Outbound, remote, config)
+    }
+
+    /// A peer over a connection we opened to `remote`, which advertises `remote_services`
+    /// (from addr relay or a previous connection).
+    ///
+    /// As [`Peer::outbound`], and with [`V2Mode::IfAdvertised`] v2 is used when
+    /// `remote_services` has `NODE_P2P_V2` (bit 11) and `remote` is not in the
+    /// [`V1OnlyCache`].
+    pub fn outbound_with_services(
+        stream: S,
+        remote: SocketAddr,
+        config: PeerConfig,
+        remote_services: ServiceFlags,
+    ) -> Peer<S> {
+        let plan = outbound_plan(&config, remote, Some(remote_services));
+        Peer::with_plan(stream, Direction::Outbound, remote, config, plan)
+    }
+
+    /// A peer over a connection we opened to `remote`, with the transport chosen by the caller
+    /// (regardless of [`PeerConfig::v2`] and the [`V1OnlyCache`]). A failed v2 attempt still
+    /// gives [`HandshakeError::V2RetryV1`] when BIP324 says so (unless the mode is
+    /// [`V2Mode::Only`]).
+    pub fn outbound_with_transport(
+        stream: S,
+        remote: SocketAddr,
+        config: PeerConfig,
+        transport: TransportKind,
+    ) -> Peer<S> {
+        let plan = match transport {
+            TransportKind::V1 => Plan::V1,
+            TransportKind::V2 => Plan::V2Initiator,
+        };
+        Peer::with_plan(stream, Direction::Outbound, remote, config, plan)
+    }
+
+    /// The transport an outbound peer will use; `None` for an inbound peer that detects it
+    /// from the remote's first bytes.
+    pub fn planned_transport(&self) -> Option<TransportKind> {
+        match self.plan {
+            Plan::V1 => Some(TransportKind::V1),
+            Plan::V2Initiator => Some(TransportKind::V2),
+            Plan::Detect => None,
+        }
     }
 
     /// A peer over a connection `remote` opened to us.
@@ -153,6 +271,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     /// The direction given at construction.
     pub fn direction(&self) -> Direction {
         self.ctx.direction
+    }
+}
+
+/// The transport of an outbound connection to `remote` (see [`Peer::outbound`]).
+fn outbound_plan(config: &PeerConfig, remote: SocketAddr, services: Option<ServiceFlags>) -> Plan {
+    let advertised = services.is_some_and(|s| s.has(ServiceFlags::P2P_V2));
+    let v2 = match config.v2 {
+        V2Mode::Off => false,
+        V2Mode::Only => true,
+        V2Mode::IfAdvertised => advertised && !config.v1_only_cache.contains(remote),
+        V2Mode::Always => !config.v1_only_cache.contains(remote),
+    };
+    if v2 {
+        Plan::V2Initiator
+    } else {
+        Plan::V1
     }
 }
 

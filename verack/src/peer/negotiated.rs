@@ -3,6 +3,8 @@
 use bitcoin::p2p::message_compact_blocks::SendCmpct;
 use bitcoin::p2p::ServiceFlags;
 
+use crate::transport::Transport;
+
 /// Feature-negotiation messages the remote sent.
 ///
 /// Those sent between `version` and `verack` are in [`Negotiated::features`]; `sendheaders` and
@@ -49,4 +51,6 @@ pub struct Negotiated {
     pub local_nonce: u64,
     /// Features the remote announced before `verack`.
     pub features: RemoteFeatures,
+    /// The transport the handshake ran over: v1, or v2 with its BIP324 session id.
+    pub transport: Transport,
 }

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{read_frame, ReadError};
+use super::connection::{read_frame, FrameDecoder, FrameEncoder, ReadError};
 use super::flood::check_flood;
 use super::handle::{Outgoing, PeerHandle, Shared};
 use super::handshake::Exchange;
@@ -33,7 +34,6 @@ use super::hooks::MessageHandler;
 use super::ping::{PingAction, BIP31_VERSION};
 use super::receive::{on_received, Delivery};
 use super::{Direction, DisconnectReason, Negotiated, Peer, PeerId};
-use crate::wire::V1Codec;
 
 /// Frames coalesced into one socket write: up to this many bytes…
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -41,6 +41,8 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH_FRAMES: usize = 1024;
 /// Bytes per extra second of write deadline (dcrd: 1 s per 256 KiB).
 const WRITE_BYTES_PER_SECOND_OF_DEADLINE: usize = 256 * 1024;
+/// A write buffer grown beyond this by a large v2 message is released after the write.
+const MAX_RETAINED_WRITE_BUFFER: usize = 4 * MAX_BATCH_BYTES;
 /// How long closing waits for the remote to take our FIN.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -53,7 +55,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 pub struct HandshakedPeer<S> {
     stream: S,
     read_buf: BytesMut,
-    codec: V1Codec,
+    decoder: FrameDecoder,
+    encoder: FrameEncoder,
     shared: Arc<Shared>,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
     /// Messages held during the handshake, with their wire sizes.
@@ -90,12 +93,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             remote = %shared.ctx.remote,
             version = shared.negotiated.protocol_version,
             user_agent = %shared.negotiated.user_agent,
+            transport = %shared.negotiated.transport,
             "handshake complete"
         );
         HandshakedPeer {
             stream: peer.stream,
             read_buf: peer.read_buf,
-            codec: peer.codec,
+            decoder: peer.decoder,
+            encoder: peer.encoder,
             _closed: ClosedGuard(shared.clone()),
             shared,
             outbox: rx,
@@ -145,7 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
         let HandshakedPeer {
             stream,
             mut read_buf,
-            mut codec,
+            mut decoder,
+            mut encoder,
             shared,
             mut outbox,
             held,
@@ -167,8 +173,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             biased;
             _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
             _ = cancel.cancelled() => DisconnectReason::Cancelled,
-            r = read_loop(held, &mut rd, &mut read_buf, &mut codec, &shared, &to_handler) => r,
-            r = write_loop(&mut wr, &mut outbox, &shared) => r,
+            r = read_loop(held, &mut rd, &mut read_buf, &mut decoder, &shared, &to_handler) => r,
+            r = write_loop(&mut wr, &mut outbox, &mut encoder, &shared) => r,
             r = timer_loop(&shared) => r,
         };
         let reason = shared.disconnect_with(decided);
@@ -243,7 +249,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     held: Vec<NetworkMessage>,
     rd: &mut R,
     buf: &mut BytesMut,
-    codec: &mut V1Codec,
+    decoder: &mut FrameDecoder,
     shared: &Shared,
     to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
 ) -> DisconnectReason {
@@ -256,7 +262,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
     loop {
         wait_for_handler(shared).await;
-        let frame = match read_frame(rd, buf, codec, &shared.ctx).await {
+        let frame = match read_frame(rd, buf, decoder, &shared.ctx).await {
             Ok(frame) => frame,
             Err(ReadError::Closed) => return DisconnectReason::RemoteClosed,
             Err(ReadError::Decode(e)) if !e.is_fatal() => {
@@ -325,10 +331,12 @@ async fn wait_for_handler(shared: &Shared) {
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut W,
     outbox: &mut mpsc::UnboundedReceiver<Outgoing>,
+    encoder: &mut FrameEncoder,
     shared: &Shared,
 ) -> DisconnectReason {
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut coalesced = BytesMut::new();
+    let mut spans: Vec<Range<usize>> = Vec::new();
     loop {
         let Some(first) = outbox.recv().await else {
             // `Shared` holds the sender, so this is unreachable while the peer runs.
@@ -347,17 +355,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         let after = shared.config.write_timeout
             + Duration::from_secs((bytes / WRITE_BYTES_PER_SECOND_OF_DEADLINE) as u64);
-        let written = timeout(after, write_batch(wr, &batch, &mut coalesced)).await;
-        match written {
+        let written = timeout(
+            after,
+            write_batch(wr, &batch, encoder, &mut coalesced, &mut spans),
+        )
+        .await;
+        let overhead = match written {
             Err(_) => return DisconnectReason::WriteTimeout { bytes, after },
             Ok(Err(e)) => return DisconnectReason::Io(Arc::new(e)),
-            Ok(Ok(())) => {}
-        }
+            Ok(Ok(overhead)) => overhead,
+        };
         let now = Instant::now();
-        for out in batch.drain(..) {
-            shared
-                .ctx
-                .record_written(out.command.as_ref(), &out.frame, now);
+        if overhead > 0 {
+            shared.ctx.counters.record_overhead_sent(overhead, now);
+        }
+        for (i, out) in batch.drain(..).enumerate() {
+            let wire = match spans.get(i) {
+                Some(span) => &coalesced[span.clone()],
+                None => &out.frame[..],
+            };
+            shared.ctx.record_written(out.command.as_ref(), wire, now);
             shared
                 .queued_bytes
                 .fetch_sub(out.frame.len(), Ordering::AcqRel);
@@ -365,26 +382,41 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let _ = sent.send(());
             }
         }
+        if coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
+            coalesced = BytesMut::new();
+        }
     }
 }
 
-/// One frame is written as is; several are copied into one buffer so small messages cost one
-/// syscall per batch rather than one each.
+/// Writes one batch; returns the bytes written that carried no message (v2 decoys).
+///
+/// A single v1 frame is written as is (`spans` left empty); otherwise the wire bytes of every
+/// frame (v2: encrypted, in queue order) are put in `coalesced`, frame `i` at `spans[i]`, so
+/// small messages cost one syscall per batch rather than one each.
 async fn write_batch<W: AsyncWrite + Unpin>(
     wr: &mut W,
     batch: &[Outgoing],
+    encoder: &mut FrameEncoder,
     coalesced: &mut BytesMut,
-) -> std::io::Result<()> {
-    if let [single] = batch {
-        wr.write_all(&single.frame).await?;
-    } else {
-        coalesced.clear();
-        for out in batch {
-            coalesced.extend_from_slice(&out.frame);
+    spans: &mut Vec<Range<usize>>,
+) -> std::io::Result<usize> {
+    spans.clear();
+    let mut overhead = 0;
+    match (batch, &*encoder) {
+        ([single], FrameEncoder::V1) => wr.write_all(&single.frame).await?,
+        _ => {
+            coalesced.clear();
+            overhead = encoder.maybe_decoy(coalesced);
+            for out in batch {
+                let start = coalesced.len();
+                encoder.seal_into(&out.frame, coalesced);
+                spans.push(start..coalesced.len());
+            }
+            wr.write_all(coalesced).await?;
         }
-        wr.write_all(coalesced).await?;
     }
-    wr.flush().await
+    wr.flush().await?;
+    Ok(overhead)
 }
 
 /// Pings, idle and stall deadlines, and inventory trickling.

@@ -11,6 +11,7 @@ use bitcoin::p2p::ServiceFlags;
 use tokio::time::Instant;
 
 use super::{Direction, PeerId};
+use crate::transport::Transport;
 
 /// Counter key for frames that could not be decoded, as Core's `*other*`.
 pub const OTHER_COMMAND: &str = "*other*";
@@ -72,6 +73,20 @@ impl Counters {
         bump(&mut per.received, command, bytes);
     }
 
+    /// Bytes written that carried no message (v2 key exchange, garbage, terminator, version
+    /// and decoy packets).
+    pub(crate) fn record_overhead_sent(&self, bytes: usize, now: Instant) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_send_ms.store(self.stamp(now), Ordering::Relaxed);
+    }
+
+    /// Bytes read that carried no message (as [`record_overhead_sent`](Self::record_overhead_sent)).
+    pub(crate) fn record_overhead_received(&self, bytes: usize, now: Instant) {
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.touch_received(now);
+    }
+
     /// Marks the connection as alive without a message (used when reading resumes after
     /// backpressure, so the pause does not count towards the idle timeout).
     pub(crate) fn touch_received(&self, now: Instant) {
@@ -121,7 +136,10 @@ fn bump(map: &mut HashMap<String, u64>, command: &str, bytes: usize) {
 
 /// A point-in-time view of a peer, from [`PeerHandle::stats`](super::PeerHandle::stats).
 ///
-/// Byte counts include the 24-byte header of every frame and the handshake's messages.
+/// Byte counts are bytes on the wire: v1 counts the 24-byte header of every frame and the
+/// handshake's messages; v2 counts whole packets (3 length + 1 header + contents + 16 tag) per
+/// message, and also the key exchange, garbage, terminator, version and decoy packets, which
+/// carry no message and so appear in the totals but in no per-command entry.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PeerStats {
@@ -143,9 +161,9 @@ pub struct PeerStats {
     /// `start_height`, never decreases (see
     /// [`PeerHandle::update_last_block_height`](super::PeerHandle::update_last_block_height)).
     pub last_block_height: i32,
-    /// Bytes written to the socket, headers included.
+    /// Bytes written to the socket, headers included (v2: see above).
     pub bytes_sent: u64,
-    /// Bytes read from the socket that formed frames, headers included.
+    /// Bytes read from the socket that formed frames, headers included (v2: see above).
     pub bytes_received: u64,
     /// Frames written.
     pub messages_sent: u64,
@@ -167,4 +185,7 @@ pub struct PeerStats {
     pub min_ping: Option<Duration>,
     /// Remote clock minus ours at the handshake, in seconds.
     pub time_offset: i64,
+    /// The transport: v1, or v2 with its BIP324 session id (Core's `transport_protocol_type`
+    /// and `session_id`).
+    pub transport: Transport,
 }

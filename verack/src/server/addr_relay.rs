@@ -90,7 +90,7 @@ pub fn relay_targets<S: BuildHasher>(
             (h.finish(), id)
         })
         .collect();
-    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
     scored
         .into_iter()
         .take(RELAY_TARGETS)

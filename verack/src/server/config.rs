@@ -23,6 +23,9 @@ pub enum ConnectionKind {
     /// A short-lived connection testing that an address works (Core's feeler): disconnected
     /// right after the handshake, never admitted.
     Feeler,
+    /// A short-lived connection to a seed node that asks for addresses and disconnects once
+    /// they arrive (Core's `ADDR_FETCH`, from `-seednode`); never admitted.
+    AddrFetch,
 }
 
 /// Everything the server needs; build with [`ServerConfig::new`] and adjust fields.
@@ -84,6 +87,13 @@ pub struct ServerConfig {
     /// How often the address source is asked to persist. Default 15 min (Core's
     /// `DUMP_PEERS_INTERVAL`).
     pub address_flush_interval: Duration,
+    /// Seed nodes (Core's `-seednode`): while the address source knows fewer than
+    /// [`SEED_NODE_THRESHOLD`](super::SEED_NODE_THRESHOLD) addresses and outbound slots are
+    /// free, each is asked for addresses over a short-lived connection, every
+    /// `seed_node_interval`. Default none.
+    pub seed_nodes: Vec<SocketAddr>,
+    /// How often seed nodes are asked again while addresses are scarce. Default 30 s.
+    pub seed_node_interval: Duration,
     /// Test-only: group loopback addresses `127.a.b.c` by `a.b` like IPv4 /16s, so many nodes on
     /// one machine form distinct netgroups. Default `false`.
     pub loopback_netgroups: bool,
@@ -116,6 +126,8 @@ impl ServerConfig {
             anchors_path: None,
             address_flush_interval: Duration::from_secs(15 * 60),
             loopback_netgroups: false,
+            seed_nodes: Vec::new(),
+            seed_node_interval: Duration::from_secs(30),
         }
     }
 }

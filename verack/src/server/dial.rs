@@ -79,6 +79,39 @@ pub trait AddressSource: Send + Sync + 'static {
 
     /// Persists what the source learned (called periodically and at shutdown).
     fn flush(&self) {}
+
+    /// How many addresses the source knows, if it can tell (seed nodes are asked while it
+    /// knows few). Default `None`: seed nodes are asked once, at start.
+    fn known(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
+    fn candidates(&self, kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
+        (**self).candidates(kind, n)
+    }
+    fn dial_failed(&self, addr: SocketAddr) {
+        (**self).dial_failed(addr)
+    }
+    fn connected(&self, addr: SocketAddr) {
+        (**self).connected(addr)
+    }
+    fn add(&self, addrs: &[AddrV2Message], source: SocketAddr) {
+        (**self).add(addrs, source)
+    }
+    fn get_addr(&self) -> Vec<AddrV2Message> {
+        (**self).get_addr()
+    }
+    fn feeler_candidate(&self) -> Option<SocketAddr> {
+        (**self).feeler_candidate()
+    }
+    fn flush(&self) {
+        (**self).flush()
+    }
+    fn known(&self) -> Option<usize> {
+        (**self).known()
+    }
 }
 
 /// A fixed list of addresses, offered in random order.

@@ -37,6 +37,7 @@
 
 mod accept;
 pub mod addr_relay;
+mod addrman_source;
 mod anchors;
 pub mod ban;
 mod config;
@@ -64,6 +65,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use addrman_source::{addr_v2, AddrManSource};
 pub use ban::{BanEntry, BanFileError, BanList, BanScore};
 pub use config::{ConnectionKind, ServerConfig};
 pub use dial::{
@@ -76,6 +78,11 @@ pub use registry::{AdmissionRules, Established, Refusal, Registry};
 
 use crate::netgroup::is_local;
 use crate::peer::{Direction, MessageHandler, PeerHandle, PeerId, PeerStats, SendError};
+
+/// Seed nodes are asked for addresses while the address source knows fewer than this (Core
+/// adds fixed seeds while its address manager is empty; a few more keeps small test networks
+/// moving).
+pub const SEED_NODE_THRESHOLD: usize = 100;
 
 /// Makes the message handler for each admitted peer.
 ///
@@ -158,6 +165,8 @@ pub(crate) struct Inner<H> {
     persistent: Mutex<HashMap<SocketAddr, CancellationToken>>,
     /// Block-relay-only peers of the last run, dialled first (Core's anchors).
     pub(crate) anchors: Mutex<Vec<SocketAddr>>,
+    /// Addresses already forwarded, by key, with when (bounded; see `relay`).
+    pub(crate) relayed: Mutex<HashMap<u64, Instant>>,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -302,6 +311,7 @@ impl<H: PeerHandlers> Server<H> {
                 wake_outbound: Notify::new(),
                 persistent: Mutex::new(HashMap::new()),
                 anchors: Mutex::new(Vec::new()),
+                relayed: Mutex::new(HashMap::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
             }),
         }
@@ -391,6 +401,9 @@ impl<H: PeerHandlers> Server<H> {
                     .tracker
                     .spawn(outbound::feeler_loop(inner.clone(), mean));
             }
+        }
+        if !inner.config.seed_nodes.is_empty() {
+            inner.tracker.spawn(outbound::seed_node_loop(inner.clone()));
         }
         if let Some(ours) = inner.config.peer.local_address {
             inner

@@ -213,13 +213,10 @@ pub(crate) async fn self_announce_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, ou
             .collect();
         next.retain(|id, _| peers.iter().any(|(p, _, _)| p == id));
         for (id, kind, handle) in peers {
-            let due = *next.entry(id).or_insert_with(|| {
-                if kind == ConnectionKind::Inbound {
-                    now + crate::peer::poisson_delay(mean, rand::thread_rng().gen())
-                } else {
-                    now
-                }
-            });
+            // Core's first local-address send is due at once for every peer
+            // (m_next_local_addr_send starts at zero), then on Poisson intervals.
+            let _ = kind;
+            let due = *next.entry(id).or_insert(now);
             if due <= now {
                 let me = self_address(&inner, ours);
                 let _ = handle.push_addresses(&[me]);
@@ -254,6 +251,37 @@ pub(crate) async fn flush_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
                 let inner2 = inner.clone();
                 let _ = tokio::task::spawn_blocking(move || inner2.source.flush()).await;
             }
+            _ = inner.cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Asks the seed nodes for addresses (Core's `-seednode` addr-fetch connections): at start,
+/// then every `seed_node_interval` while the source knows fewer than
+/// [`SEED_NODE_THRESHOLD`](super::SEED_NODE_THRESHOLD) addresses and outbound slots are free.
+pub(crate) async fn seed_node_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
+    let mut first = true;
+    loop {
+        let known = inner.source.known();
+        let scarce = match known {
+            Some(n) => n < super::SEED_NODE_THRESHOLD,
+            None => first,
+        };
+        let free =
+            inner.registry().count_kind(ConnectionKind::FullRelay) < inner.config.target_full_relay;
+        if scarce && (free || first) {
+            for &seed in &inner.config.seed_nodes {
+                if inner.registry().begin_dial(seed, ConnectionKind::AddrFetch) {
+                    let inner2 = inner.clone();
+                    inner.tracker.spawn(async move {
+                        dial_and_serve(&inner2, seed, ConnectionKind::AddrFetch).await;
+                    });
+                }
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.seed_node_interval) => {}
             _ = inner.cancel.cancelled() => return,
         }
     }

@@ -13,8 +13,11 @@ use crate::netgroup::is_routable;
 use crate::peer::{MessageHandler, PeerHandle};
 
 use super::addr_relay::{
-    addr_key, relay_targets, TokenBucket, FRESH_ADDR_AGE, MAX_ADDRS_TO_FORWARD,
+    addr_key, relay_targets, TokenBucket, FRESH_ADDR_AGE, MAX_ADDRS_TO_FORWARD, RELAY_ROTATION,
 };
+
+/// Addresses remembered as forwarded; beyond this the oldest half is dropped.
+const MAX_RELAYED_REMEMBERED: usize = 10_000;
 use super::{unix_now, ConnectionKind, Inner, PeerHandlers};
 
 /// Wraps the user's handler for one admitted peer.
@@ -75,6 +78,9 @@ impl<H: PeerHandlers> ServerHandler<H> {
             .filter(|a| is_fresh(a, now) && is_relayable(a, self.inner.config.loopback_netgroups))
         {
             let key = addr_key(&self.inner.netgroup_key, &(&addr.addr, addr.port));
+            if !self.first_relay(key) {
+                continue;
+            }
             let candidates: Vec<_> = self
                 .inner
                 .registry()
@@ -96,6 +102,29 @@ impl<H: PeerHandlers> ServerHandler<H> {
                 }
             }
         }
+    }
+
+    /// Whether `key` was not forwarded in the current rotation period; records it. Core avoids
+    /// re-sending an address through per-peer known-address filters; since our targets are
+    /// fixed for the period, remembering what we forwarded has the same effect: an address
+    /// received again (it echoes back through the network while fresh) is not forwarded again.
+    fn first_relay(&self, key: u64) -> bool {
+        let now = Instant::now();
+        let mut relayed = self.inner.relayed.lock().expect("relay memory lock");
+        if relayed
+            .get(&key)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RELAY_ROTATION)
+        {
+            return false;
+        }
+        if relayed.len() >= MAX_RELAYED_REMEMBERED {
+            let mut times: Vec<Instant> = relayed.values().copied().collect();
+            times.sort_unstable();
+            let cutoff = times[times.len() / 2];
+            relayed.retain(|_, at| *at > cutoff);
+        }
+        relayed.insert(key, now);
+        true
     }
 
     fn on_getaddr(&mut self, peer: &PeerHandle) {
@@ -130,7 +159,7 @@ fn is_relayable(addr: &AddrV2Message, allow_loopback: bool) -> bool {
 }
 
 /// `addr` entries as `addrv2` entries.
-fn to_v2(list: Vec<(u32, bitcoin::p2p::address::Address)>) -> Vec<AddrV2Message> {
+pub(crate) fn to_v2(list: Vec<(u32, bitcoin::p2p::address::Address)>) -> Vec<AddrV2Message> {
     list.into_iter()
         .filter_map(|(time, a)| {
             let sock: SocketAddr = a.socket_addr().ok()?;

@@ -91,6 +91,26 @@ pub(crate) async fn serve<H: PeerHandlers>(
         tracing::debug!(%addr, "feeler succeeded");
         return None;
     }
+    if kind == ConnectionKind::AddrFetch {
+        inner.registry().end_dial(addr);
+        let handle = peer.handle();
+        if handle
+            .send(bitcoin::p2p::message::NetworkMessage::GetAddr)
+            .is_ok()
+        {
+            let fetch = AddrFetch {
+                inner: inner.clone(),
+                seed: addr,
+            };
+            // Dropping the run on timeout closes the connection and ends its tasks.
+            let _ = tokio::time::timeout(
+                ADDR_FETCH_TIMEOUT,
+                peer.run(fetch, inner.cancel.child_token()),
+            )
+            .await;
+        }
+        return None;
+    }
     let handle = peer.handle();
     let id = peer.id();
     let entry = Established {
@@ -165,6 +185,35 @@ pub(crate) async fn serve<H: PeerHandlers>(
     });
     inner.wake_outbound.notify_one();
     Some(connected_for)
+}
+
+/// How long an addr-fetch connection waits for the addresses.
+const ADDR_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An addr-fetch connection's handler: store the first address message, then hang up.
+struct AddrFetch<H> {
+    inner: Arc<Inner<H>>,
+    seed: SocketAddr,
+}
+
+impl<H: PeerHandlers> crate::peer::MessageHandler for AddrFetch<H> {
+    async fn on_message(
+        &mut self,
+        peer: &crate::peer::PeerHandle,
+        message: bitcoin::p2p::message::NetworkMessage,
+    ) {
+        use bitcoin::p2p::message::NetworkMessage;
+        let list = match message {
+            NetworkMessage::AddrV2(list) => list,
+            NetworkMessage::Addr(list) => super::relay::to_v2(list),
+            _ => return,
+        };
+        // A lone address is usually the seed announcing itself; wait for the getaddr answer.
+        self.inner.source.add(&list, self.seed);
+        if list.len() > 1 {
+            peer.disconnect();
+        }
+    }
 }
 
 /// Builds Core's eviction candidates from the inbound peers and picks one.

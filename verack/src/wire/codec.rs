@@ -15,9 +15,11 @@ use super::{decode_version, DecodeError, FrameHeader, HEADER_LEN, MAX_PAYLOAD_LE
 pub struct Frame {
     /// The message. Unrecognised commands arrive as [`NetworkMessage::Unknown`].
     pub message: NetworkMessage,
-    /// Bytes on the wire: 24 header bytes plus the payload.
+    /// Bytes on the wire: 24 header bytes plus the payload (v2: the whole packet, 20 bytes of
+    /// length, header byte and tag plus the contents).
     pub wire_len: usize,
-    /// The raw frame, header included (shares the read buffer's memory; no copy).
+    /// The raw frame, header included (shares the read buffer's memory; no copy). For a v2
+    /// packet, the decrypted contents: message type and payload.
     pub raw: Bytes,
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn checksum(payload: &[u8]) -> [u8; 4] {
 }
 
 /// Printable ASCII followed only by NULs; `None` otherwise.
-fn parse_command(raw: &[u8]) -> Option<String> {
+pub(crate) fn parse_command(raw: &[u8]) -> Option<String> {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let (name, padding) = raw.split_at(end);
     if padding.iter().any(|&b| b != 0) || !name.iter().all(|b| (0x20..0x7f).contains(b)) {

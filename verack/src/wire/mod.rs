@@ -1,5 +1,7 @@
 //! v1 wire framing: the 24-byte message header, the codec that turns bytes into
-//! [`NetworkMessage`]s and back, and the errors a peer's bytes can cause.
+//! [`NetworkMessage`]s and back, and the errors a peer's bytes can cause (v1 and, through
+//! [`V2Error`], the BIP324 v2 transport of [`crate::transport`]). [`decode_message`] decodes a
+//! bare payload by command, as v2 packets carry it.
 //!
 //! A v1 frame is `magic (4) | command (12, NUL-padded ASCII) | payload length (4, LE) |
 //! checksum (4: first bytes of double-SHA256 of the payload) | payload`.
@@ -13,11 +15,14 @@
 mod codec;
 mod error;
 mod header;
+mod payload;
 mod version;
 
 pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
-pub use error::DecodeError;
+pub use error::{DecodeError, V2Error};
+pub(crate) use header::parse_command;
 pub use header::{FrameHeader, HEADER_LEN};
+pub use payload::decode_message;
 pub use version::{decode_version, MAX_USER_AGENT_LEN};
 
 /// The largest payload accepted or sent, in bytes: 4,000,000, Bitcoin Core's
