@@ -114,6 +114,10 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     let node = Node::new(settings.network, tree, store_tx);
 
     let mut peer = PeerConfig::new(settings.network);
+    if !settings.v2transport {
+        peer.v2 = verack::transport::V2Mode::Off;
+    }
+    let local_services = peer.advertised_services().to_u64();
     let tip = node.tip_height.clone();
     peer.start_height = StartHeight::Callback(Arc::new(move || tip.load(Ordering::Relaxed)));
     let mut config = ServerConfig::new(peer);
@@ -186,6 +190,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         default_port: settings::default_p2p_port(settings.network),
         ban_duration: settings.ban_duration,
         addrman: addrman.clone(),
+        local_services,
     };
     tracing::info!(addr = %settings.rpc, cookie = %cookie.path().display(), "JSON-RPC listening");
     let rpc_task = tokio::spawn(rpc::serve(

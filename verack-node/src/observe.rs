@@ -20,7 +20,10 @@ pub struct NodeMetrics {
 pub fn sample(stats: &PeerStats) -> PeerSample {
     PeerSample {
         inbound: stats.direction == Direction::Inbound,
-        transport: "v1",
+        transport: match stats.transport.kind() {
+            verack::transport::TransportKind::V2 => "v2",
+            _ => "v1",
+        },
         bytes_sent_per_command: stats.bytes_sent_per_command.clone(),
         bytes_received_per_command: stats.bytes_received_per_command.clone(),
         messages_sent: stats.messages_sent,

@@ -39,6 +39,8 @@ pub struct NodeRpc {
     pub ban_duration: Duration,
     /// The address manager (shared with the server).
     pub addrman: Arc<verack::server::AddrManSource>,
+    /// The service bits we advertise (`getnetworkinfo.localservices`).
+    pub local_services: u64,
 }
 
 fn unix(t: Option<SystemTime>) -> u64 {
@@ -118,6 +120,12 @@ impl NodeRpc {
         p.addr_relay_enabled = kind != ConnectionKind::BlockRelayOnly;
         p.bytes_sent_per_msg = stats.bytes_sent_per_command.clone();
         p.bytes_recv_per_msg = stats.bytes_received_per_command.clone();
+        p.transport = match stats.transport {
+            verack::transport::Transport::V2 { session_id } => {
+                crate::rpc::types::Transport::V2 { session_id }
+            }
+            _ => crate::rpc::types::Transport::V1,
+        };
         p
     }
 }
@@ -151,7 +159,7 @@ impl RpcBackend for NodeRpc {
     }
 
     fn local_services(&self) -> u64 {
-        0
+        self.local_services
     }
 
     fn network_info(&self) -> RpcNetworkInfo {

@@ -60,6 +60,10 @@ pub struct Args {
     /// Serve Prometheus metrics on this address. Default off.
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<SocketAddr>,
+    /// Use BIP324 v2 encrypted transport when peers support it (and accept it inbound).
+    /// Default true.
+    #[arg(long, value_name = "BOOL")]
+    pub v2transport: Option<bool>,
     /// Chain work (hex) below which the chain is not treated as synced. Default: Core's
     /// `nMinimumChainWork` for the network (0 on regtest).
     #[arg(long, value_name = "HEX")]
@@ -84,6 +88,7 @@ pub struct FileConfig {
     rpc_password: Option<String>,
     metrics_bind: Option<SocketAddr>,
     min_chain_work: Option<String>,
+    v2transport: Option<bool>,
 }
 
 /// Everything the node runs with.
@@ -117,6 +122,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Minimum chain work override.
     pub min_chain_work: Option<bitcoin::Work>,
+    /// BIP324 v2 transport enabled.
+    pub v2transport: bool,
 }
 
 /// A settings error, printed as one line.
@@ -290,6 +297,7 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         None => None,
     };
     Ok(Settings {
+        v2transport: args.v2transport.or(file.v2transport).unwrap_or(true),
         min_chain_work,
         network,
         network_dir,

@@ -37,8 +37,8 @@ pub fn addr_v2(ip: IpAddr) -> AddrV2 {
     }
 }
 
-/// An address manager shared with the server, persisted to `path` on [`flush`]
-/// (AddressSource::flush).
+/// An address manager shared with the server, persisted to `path` on
+/// [`flush`](AddressSource::flush).
 pub struct AddrManSource {
     man: Mutex<AddrMan>,
     path: Option<PathBuf>,
@@ -128,6 +128,12 @@ impl AddressSource for AddrManSource {
             None => man.select(true, None, ServiceFlags::NONE, now)?,
         };
         entry.socket_addr().ok()
+    }
+
+    fn services_of(&self, addr: SocketAddr) -> Option<ServiceFlags> {
+        self.lock()
+            .get(&addr_v2(addr.ip()), addr.port())
+            .map(|info| info.addr.services)
     }
 
     fn known(&self) -> Option<usize> {

@@ -80,6 +80,13 @@ pub trait AddressSource: Send + Sync + 'static {
     /// Persists what the source learned (called periodically and at shutdown).
     fn flush(&self) {}
 
+    /// The services `addr` is known to advertise, if known (decides whether to try BIP324 v2:
+    /// bit 11, `NODE_P2P_V2`). Default `None`.
+    fn services_of(&self, addr: SocketAddr) -> Option<bitcoin::p2p::ServiceFlags> {
+        let _ = addr;
+        None
+    }
+
     /// How many addresses the source knows, if it can tell (seed nodes are asked while it
     /// knows few). Default `None`: seed nodes are asked once, at start.
     fn known(&self) -> Option<usize> {
@@ -111,6 +118,9 @@ impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
     }
     fn known(&self) -> Option<usize> {
         (**self).known()
+    }
+    fn services_of(&self, addr: SocketAddr) -> Option<bitcoin::p2p::ServiceFlags> {
+        (**self).services_of(addr)
     }
 }
 

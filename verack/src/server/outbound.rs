@@ -103,7 +103,22 @@ pub(crate) async fn dial_and_serve<H: PeerHandlers>(
         _ = inner.cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
     };
     match dialed {
-        Ok(stream) => serve(inner.clone(), stream, addr, kind, None).await,
+        Ok(stream) => match serve(inner.clone(), stream, addr, kind, None).await {
+            Ok(lasted) => lasted,
+            Err(super::session::RetryV1) => {
+                // Once, immediately, over v1; not counted as a failure.
+                match tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)).await
+                {
+                    Ok(Ok(stream)) => serve(inner.clone(), stream, addr, kind, None)
+                        .await
+                        .unwrap_or(None),
+                    _ => {
+                        inner.registry().end_dial(addr);
+                        None
+                    }
+                }
+            }
+        },
         Err(e) => {
             inner.registry().end_dial(addr);
             if !inner.cancel.is_cancelled() {

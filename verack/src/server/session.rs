@@ -44,6 +44,11 @@ impl Drop for PendingSlot {
     }
 }
 
+/// A BIP324 v2 attempt met a v1-only peer: re-dial once (the peer core remembers the address
+/// as v1-only, so the next attempt is v1).
+#[derive(Debug)]
+pub(crate) struct RetryV1;
+
 /// Serves one connection to the end. For outbound connections `addr` is marked as dialling
 /// and the mark is cleared once admission is decided. Returns how long the peer stayed
 /// admitted, or `None` if it never was.
@@ -53,7 +58,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
     addr: SocketAddr,
     kind: ConnectionKind,
     slot: Option<PendingSlot>,
-) -> Option<Duration> {
+) -> Result<Option<Duration>, RetryV1> {
     let direction = if kind == ConnectionKind::Inbound {
         Direction::Inbound
     } else {
@@ -63,12 +68,26 @@ pub(crate) async fn serve<H: PeerHandlers>(
     if kind == ConnectionKind::BlockRelayOnly {
         config.relay = false;
     }
-    let handshake = Peer::new(stream, direction, addr, config)
+    // BIP324: v2 when the remote is known to advertise it (the peer's V2Mode decides). Unlike
+    // Core, manual connections do not try v2 blindly: some v1-only implementations (bcoin)
+    // ban an address that sends them a v2 key, so the v1 re-dial would be refused.
+    let peer = match inner.source.services_of(addr) {
+        Some(services) if direction == Direction::Outbound => {
+            Peer::outbound_with_services(stream, addr, config, services)
+        }
+        _ => Peer::new(stream, direction, addr, config),
+    };
+    let handshake = peer
         .handshake(&inner.cancel, |_| Ok::<(), BoxError>(()))
         .await;
     drop(slot);
     let peer = match handshake {
         Ok(peer) => peer,
+        Err(error) if error.retry_v1() && direction == Direction::Outbound => {
+            // The address is now in the v1-only cache: the caller re-dials once over v1.
+            tracing::debug!(%addr, %error, "v2 refused; re-dialling over v1");
+            return Err(RetryV1);
+        }
         Err(error) => {
             if direction == Direction::Outbound {
                 inner.registry().end_dial(addr);
@@ -81,7 +100,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
                     error: Arc::new(error),
                 });
             }
-            return None;
+            return Ok(None);
         }
     };
     if kind == ConnectionKind::Feeler {
@@ -89,7 +108,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
         inner.registry().end_dial(addr);
         inner.source.connected(addr);
         tracing::debug!(%addr, "feeler succeeded");
-        return None;
+        return Ok(None);
     }
     if kind == ConnectionKind::AddrFetch {
         inner.registry().end_dial(addr);
@@ -109,7 +128,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
             )
             .await;
         }
-        return None;
+        return Ok(None);
     }
     let handle = peer.handle();
     let id = peer.id();
@@ -157,7 +176,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
                 direction,
                 refusal,
             });
-            return None;
+            return Ok(None);
         }
     }
     if direction == Direction::Outbound {
@@ -184,7 +203,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
         connected_for,
     });
     inner.wake_outbound.notify_one();
-    Some(connected_for)
+    Ok(Some(connected_for))
 }
 
 /// How long an addr-fetch connection waits for the addresses.

@@ -1,0 +1,101 @@
+//! BIP324 through the server: remotes known to advertise `NODE_P2P_V2` are dialled over v2; a
+//! remote that advertises it but speaks only v1 is re-dialled once over v1 and remembered.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bitcoin::p2p::ServiceFlags;
+use common::*;
+use tokio_util::sync::CancellationToken;
+use verack::peer::{IgnoreMessages, Peer, PeerConfig, PeerHandle};
+use verack::server::{
+    AddressSource, BoxedConnection, ConnectionKind, DialFuture, Dialer, PeerEvent, Server,
+    ServerConfig,
+};
+use verack::transport::{TransportKind, V2Mode};
+
+/// Offers one address, said to advertise `NODE_P2P_V2`.
+struct V2Advertiser(SocketAddr);
+
+impl AddressSource for V2Advertiser {
+    fn candidates(&self, _: ConnectionKind, _: usize) -> Vec<SocketAddr> {
+        vec![self.0]
+    }
+    fn services_of(&self, _: SocketAddr) -> Option<ServiceFlags> {
+        Some(ServiceFlags::NETWORK | ServiceFlags::P2P_V2)
+    }
+}
+
+/// Each dial gets a fresh remote peer with `remote_cfg` on a duplex pipe.
+#[derive(Clone)]
+struct Remote {
+    cfg: PeerConfig,
+    dials: Arc<Mutex<usize>>,
+}
+
+impl Dialer for Remote {
+    fn dial(&self, _addr: SocketAddr) -> DialFuture {
+        *self.dials.lock().unwrap() += 1;
+        let cfg = self.cfg.clone();
+        Box::pin(async move {
+            let (ours, theirs) = tokio::io::duplex(1 << 16);
+            tokio::spawn(async move {
+                if let Ok(p) = Peer::inbound(theirs, addr(9), cfg)
+                    .handshake(&CancellationToken::new(), accept)
+                    .await
+                {
+                    p.run(IgnoreMessages, CancellationToken::new()).await;
+                }
+            });
+            Ok(Box::new(ours) as BoxedConnection)
+        })
+    }
+}
+
+async fn connect_once(remote_mode: V2Mode) -> (TransportKind, usize, bool) {
+    let target: SocketAddr = "40.0.0.1:8333".parse().unwrap();
+    let mut remote_cfg = config();
+    remote_cfg.v2 = remote_mode;
+    let remote = Remote {
+        cfg: remote_cfg,
+        dials: Arc::default(),
+    };
+    let mut cfg = ServerConfig::new(config());
+    cfg.target_full_relay = 1;
+    cfg.target_block_relay = 0;
+    cfg.feeler_interval = None;
+    let cache = cfg.peer.v1_only_cache.clone();
+    let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
+        .with_dialer(remote.clone())
+        .with_address_source(V2Advertiser(target));
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let transport = loop {
+        if let PeerEvent::Connected { negotiated, .. } = events.recv().await.unwrap() {
+            break negotiated.transport.kind();
+        }
+    };
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+    let dials = *remote.dials.lock().unwrap();
+    (transport, dials, cache.contains(target))
+}
+
+#[tokio::test(start_paused = true)]
+async fn v2_when_the_remote_advertises_and_speaks_it() {
+    let (transport, dials, cached) = connect_once(V2Mode::IfAdvertised).await;
+    assert_eq!(transport, TransportKind::V2);
+    assert_eq!(dials, 1);
+    assert!(!cached);
+}
+
+#[tokio::test(start_paused = true)]
+async fn v1_only_remote_is_redialled_once_over_v1_and_remembered() {
+    let (transport, dials, cached) = connect_once(V2Mode::Off).await;
+    assert_eq!(transport, TransportKind::V1);
+    assert_eq!(dials, 2, "one v2 attempt, one v1 re-dial");
+    assert!(cached, "remembered as v1-only");
+}
