@@ -62,6 +62,7 @@
 //! ```
 
 pub mod addrman;
+pub mod atomic_file;
 pub mod backoff;
 pub mod chain;
 pub mod netgroup;

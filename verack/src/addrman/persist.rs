@@ -20,9 +20,8 @@
 //! Only bucket numbers are stored: slots within buckets are recomputed from the key, so a
 //! file restores every entry to the exact slot it had.
 
-use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -319,22 +318,10 @@ impl AddrMan {
     /// cannot be synced (Unix only).
     pub fn save(&self, path: &Path) -> Result<(), AddrManError> {
         let bytes = self.to_bytes();
-        let tmp = sibling_with_suffix(path, ".tmp").map_err(|source| AddrManError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if let Err(source) = write_and_sync(&tmp, &bytes) {
-            let _ = fs::remove_file(&tmp);
-            return Err(AddrManError::Io { path: tmp, source });
-        }
-        if let Err(source) = fs::rename(&tmp, path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(AddrManError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-        sync_parent_dir(path)
+        crate::atomic_file::write(path, &bytes).map_err(|e| AddrManError::Io {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// Reads the database at `path`. Never fails outright: a node must start even with a
@@ -376,7 +363,7 @@ impl AddrMan {
         };
         match AddrMan::from_bytes(&bytes, config, seed) {
             Ok(man) => (man, None),
-            Err(err) => match move_aside(path, now) {
+            Err(err) => match crate::atomic_file::move_aside(path, now) {
                 Ok(moved_to) => {
                     let err = err.with_location(path, moved_to);
                     error!(error = %err, "address database unusable; moved it aside and started empty");
@@ -665,61 +652,3 @@ fn decode_body(body: &[u8], config: AddrManConfig, seed: u64) -> Result<AddrMan,
 // ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
-
-/// `path` with `suffix` appended to its file name.
-fn sibling_with_suffix(path: &Path, suffix: &str) -> io::Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "address database path has no file name",
-        )
-    })?;
-    let mut new_name = OsString::from(name);
-    new_name.push(suffix);
-    Ok(path.with_file_name(new_name))
-}
-
-/// Renames `path` to a fresh `<name>.corrupt-<now>[.N]`; never overwrites an existing file.
-fn move_aside(path: &Path, now: u64) -> io::Result<PathBuf> {
-    let base = format!(".corrupt-{now}");
-    for n in 0..1000u32 {
-        let suffix = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}.{n}")
-        };
-        let target = sibling_with_suffix(path, &suffix)?;
-        match fs::symlink_metadata(&target) {
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        return fs::rename(path, &target).map(|()| target);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("every name {}{base}[.N] is taken", path.display()),
-    ))
-}
-
-fn write_and_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_parent_dir(path: &Path) -> Result<(), AddrManError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let result = File::open(dir).and_then(|d| d.sync_all());
-    if cfg!(unix) {
-        result.map_err(|source| AddrManError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
-    } else {
-        Ok(())
-    }
-}

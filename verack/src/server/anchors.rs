@@ -34,21 +34,14 @@ pub(crate) fn take(path: &Path) -> Vec<SocketAddr> {
     }
 }
 
-/// Writes `peers` (at most [`MAX_ANCHORS`]) atomically: temp file, fsync, rename.
+/// Writes `peers` (at most [`MAX_ANCHORS`]) atomically (see [`crate::atomic_file::write`]).
 pub(crate) fn save(path: &Path, peers: &[SocketAddr]) {
     let peers = &peers[..peers.len().min(MAX_ANCHORS)];
-    let tmp = path.with_extension("tmp");
-    let result = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(
-            serde_json::to_string(peers)
-                .map_err(std::io::Error::other)?
-                .as_bytes(),
-        )?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let json = match serde_json::to_vec(peers) {
+        Ok(json) => json,
+        Err(e) => return tracing::warn!(error = %e, "cannot encode anchors"),
+    };
+    let result = crate::atomic_file::write(path, &json);
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "cannot save anchors");
     }

@@ -11,9 +11,8 @@
 //!   seconds because bans must survive restarts, which a monotonic clock cannot express.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -373,7 +372,7 @@ impl BanList {
                 }
                 (list, None)
             }
-            Err(reason) => match move_aside(path, now_unix) {
+            Err(reason) => match crate::atomic_file::move_aside(path, now_unix) {
                 Ok(moved_to) => {
                     error!(
                         path = %path.display(),
@@ -448,22 +447,10 @@ impl BanList {
         })?;
         json.push(b'\n');
 
-        let tmp = sibling_with_suffix(path, ".tmp").map_err(|source| BanFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if let Err(source) = write_and_sync(&tmp, &json) {
-            let _ = fs::remove_file(&tmp);
-            return Err(BanFileError::Io { path: tmp, source });
-        }
-        if let Err(source) = fs::rename(&tmp, path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(BanFileError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-        sync_parent_dir(path)
+        crate::atomic_file::write(path, &json).map_err(|e| BanFileError::Io {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     fn load_record(&mut self, record: BanRecordIn, now_unix: u64) {
@@ -566,82 +553,6 @@ fn parse_ban_file(bytes: &[u8]) -> Result<BanFileIn, String> {
         ));
     }
     serde_json::from_value(value).map_err(|e| format!("invalid version-1 ban file: {e}"))
-}
-
-/// `path` with `suffix` appended to its file name (not replacing an extension).
-fn sibling_with_suffix(path: &Path, suffix: &str) -> io::Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "ban file path has no file name",
-        )
-    })?;
-    let mut new_name = OsString::from(name);
-    new_name.push(suffix);
-    Ok(path.with_file_name(new_name))
-}
-
-/// Renames `path` to a fresh `<name>.corrupt-<now_unix>[.N]`; never overwrites an existing file.
-fn move_aside(path: &Path, now_unix: u64) -> io::Result<PathBuf> {
-    let base = format!(".corrupt-{now_unix}");
-    // Bounded so a directory full of leftovers cannot make loading spin.
-    for n in 0..1000u32 {
-        let suffix = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}.{n}")
-        };
-        let target = sibling_with_suffix(path, &suffix)?;
-        match fs::symlink_metadata(&target) {
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(context(e, &target)),
-        }
-        return fs::rename(path, &target)
-            .map(|()| target.clone())
-            .map_err(|e| context(e, &target));
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "could not move corrupt ban file aside: every name {}{base}[.N] is taken",
-            path.display()
-        ),
-    ))
-}
-
-fn context(e: io::Error, target: &Path) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "could not move corrupt ban file aside to {}: {e}",
-            target.display()
-        ),
-    )
-}
-
-fn write_and_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_parent_dir(path: &Path) -> Result<(), BanFileError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let result = File::open(dir).and_then(|d| d.sync_all());
-    if cfg!(unix) {
-        result.map_err(|source| BanFileError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
-    } else {
-        // Windows cannot open a directory as a file; the rename is as durable as it gets there.
-        let _ = result;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Test helpers: configs, connected peer pairs, and a scripted remote that speaks raw frames.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
