@@ -143,10 +143,9 @@ impl Node {
         *sync = None;
         let Some(server) = self.server() else { return };
         let next = server
-            .peers()
+            .handles()
             .into_iter()
-            .filter(|p| p.direction == Direction::Outbound && p.id != id)
-            .find_map(|p| server.peer(p.id).filter(|h| !h.is_disconnected()));
+            .find(|h| h.direction() == Direction::Outbound && h.id() != id && !h.is_disconnected());
         if let Some(next) = next {
             *sync = Some(next.id());
             drop(sync);
@@ -241,13 +240,11 @@ impl Node {
             return;
         }
         let Some(server) = self.server() else { return };
-        for stats in server.peers() {
-            if Some(stats.id) == source {
+        // Handles only: gathering every peer's stats per tip change would be wasted work.
+        for handle in server.handles() {
+            if Some(handle.id()) == source {
                 continue;
             }
-            let Some(handle) = server.peer(stats.id) else {
-                continue;
-            };
             if handle.remote_features().send_headers {
                 let _ = handle.send(NetworkMessage::Headers(announce.clone()));
             } else {

@@ -92,8 +92,8 @@ pub fn is_local(ip: IpAddr) -> bool {
 }
 
 /// Whether `ip` is globally routable (Core's `IsRoutable`, for IP networks): not private
-/// (RFC1918, RFC4193), link-local, shared (RFC6598), documentation, benchmarking, multicast,
-/// reserved, loopback or unspecified.
+/// (RFC1918, RFC4193), link-local, shared (RFC6598), documentation, benchmarking, ORCHID
+/// (RFC4843, RFC7343), multicast, reserved, loopback or unspecified.
 pub fn is_routable(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => {
@@ -118,7 +118,8 @@ pub fn is_routable(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // RFC4193 unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010)) // RFC4843 ORCHID
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // RFC4843 ORCHID
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020)) // RFC7343 ORCHIDv2
         }
     }
 }

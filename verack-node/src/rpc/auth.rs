@@ -21,21 +21,9 @@ pub const COOKIE_FILE: &str = ".cookie";
 /// `<datadir>/testnet3/.cookie`, `<datadir>/testnet4/.cookie`,
 /// `<datadir>/signet/.cookie` and `<datadir>/regtest/.cookie` otherwise.
 pub fn cookie_path(datadir: &Path, network: Network) -> PathBuf {
-    match network_subdir(network) {
+    match crate::settings::network_folder(network) {
         Some(sub) => datadir.join(sub).join(COOKIE_FILE),
         None => datadir.join(COOKIE_FILE),
-    }
-}
-
-/// Core's per-network data subdirectory; mainnet has none.
-fn network_subdir(network: Network) -> Option<&'static str> {
-    match network {
-        Network::Bitcoin => None,
-        // Core keeps testnet3 in "testnet3" although its chain name is "test".
-        Network::Testnet => Some("testnet3"),
-        Network::Testnet4 => Some("testnet4"),
-        Network::Signet => Some("signet"),
-        Network::Regtest => Some("regtest"),
     }
 }
 

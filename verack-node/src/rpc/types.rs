@@ -117,45 +117,13 @@ impl RpcNetwork {
     /// regtest peer on 127.0.0.1 shows `"not_publicly_routable"`, as it does in Core.
     /// IPv4-mapped IPv6 addresses count as IPv4, as Core stores them.
     pub fn classify(ip: IpAddr) -> RpcNetwork {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                let unroutable = v4.is_unspecified()
-                    || v4.is_broadcast()
-                    || o[0] == 10                                     // RFC 1918
-                    || (o[0] == 192 && o[1] == 168)                   // RFC 1918
-                    || (o[0] == 172 && (16..=31).contains(&o[1]))     // RFC 1918
-                    || (o[0] == 198 && (o[1] == 18 || o[1] == 19))    // RFC 2544
-                    || (o[0] == 169 && o[1] == 254)                   // RFC 3927
-                    || (o[0] == 100 && (o[1] & 0xc0) == 64)           // RFC 6598
-                    || (o[0] == 192 && o[1] == 0 && o[2] == 2)        // RFC 5737
-                    || (o[0] == 198 && o[1] == 51 && o[2] == 100)     // RFC 5737
-                    || (o[0] == 203 && o[1] == 0 && o[2] == 113)      // RFC 5737
-                    || o[0] == 0
-                    || o[0] == 127; // IsLocal
-                if unroutable {
-                    RpcNetwork::NotPubliclyRoutable
-                } else {
-                    RpcNetwork::Ipv4
-                }
-            }
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                let unroutable = v6.is_unspecified()
-                    || v6.is_loopback()
-                    || (s[0] == 0x2001 && s[1] == 0x0db8)              // RFC 3849 (invalid)
-                    || (s[0] == 0xfe80 && s[1] == 0 && s[2] == 0 && s[3] == 0) // RFC 4862
-                    || (s[0] & 0xfe00) == 0xfc00                        // RFC 4193
-                    || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010)   // RFC 4843
-                    || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020); // RFC 7343
-                                                                      // fc00::/8 counts as CJDNS in Core only for peers reached over CJDNS
-                                                                      // (`MaybeFlipIPv6toCJDNS`); a backend with such peers sets `network` itself.
-                if unroutable {
-                    RpcNetwork::NotPubliclyRoutable
-                } else {
-                    RpcNetwork::Ipv6
-                }
-            }
+        let ip = verack::netgroup::canonical(ip);
+        if !verack::netgroup::is_routable(ip) {
+            RpcNetwork::NotPubliclyRoutable
+        } else if ip.is_ipv4() {
+            RpcNetwork::Ipv4
+        } else {
+            RpcNetwork::Ipv6
         }
     }
 }

@@ -5,7 +5,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::p2p::address::{AddrV2, AddrV2Message};
 use bitcoin::p2p::ServiceFlags;
@@ -13,7 +12,7 @@ use bitcoin::p2p::ServiceFlags;
 use crate::addrman::{AddrMan, AddrManError, GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT};
 use crate::netgroup::canonical;
 
-use super::{AddressSource, ConnectionKind};
+use super::{unix_now, AddressSource, ConnectionKind};
 
 /// Selection attempts per outbound candidate search (Core's `ThreadOpenConnections`: 100).
 pub const MAX_SELECT_TRIES: usize = 100;
@@ -21,13 +20,6 @@ pub const MAX_SELECT_TRIES: usize = 100;
 pub const SKIP_RECENT_UNTIL: usize = 30;
 /// Penalty, in seconds, on the time of addresses learned from peers (Core: 2 hours).
 pub const PEER_ADDR_TIME_PENALTY: u64 = 2 * 3600;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// `ip` as a BIP155 address.
 pub fn addr_v2(ip: IpAddr) -> AddrV2 {
@@ -72,7 +64,7 @@ impl AddrManSource {
 
 impl AddressSource for AddrManSource {
     fn candidates(&self, _kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
-        let now = now();
+        let now = unix_now();
         let mut man = self.lock();
         let mut out: Vec<SocketAddr> = Vec::new();
         let mut repeats = 0;
@@ -102,25 +94,30 @@ impl AddressSource for AddrManSource {
 
     fn dial_failed(&self, addr: SocketAddr) {
         self.lock()
-            .attempt(&addr_v2(addr.ip()), addr.port(), true, now());
+            .attempt(&addr_v2(addr.ip()), addr.port(), true, unix_now());
     }
 
     fn connected(&self, addr: SocketAddr) {
-        self.lock().good(&addr_v2(addr.ip()), addr.port(), now());
+        self.lock()
+            .good(&addr_v2(addr.ip()), addr.port(), unix_now());
     }
 
     fn add(&self, addrs: &[AddrV2Message], source: SocketAddr) {
-        self.lock()
-            .add(addrs, &addr_v2(source.ip()), PEER_ADDR_TIME_PENALTY, now());
+        self.lock().add(
+            addrs,
+            &addr_v2(source.ip()),
+            PEER_ADDR_TIME_PENALTY,
+            unix_now(),
+        );
     }
 
     fn get_addr(&self) -> Vec<AddrV2Message> {
         self.lock()
-            .get_addr(GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT, None, now())
+            .get_addr(GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT, None, unix_now())
     }
 
     fn feeler_candidate(&self) -> Option<SocketAddr> {
-        let now = now();
+        let now = unix_now();
         let mut man = self.lock();
         man.resolve_collisions(now);
         let (entry, _) = match man.select_tried_collision() {

@@ -569,15 +569,18 @@ impl<H: PeerHandlers> Server<H> {
         self.inner.registry().dials_in_flight()
     }
 
-    /// Stats of every admitted peer.
-    pub fn peers(&self) -> Vec<PeerStats> {
-        let handles: Vec<PeerHandle> = self
-            .inner
+    /// Handles of every admitted peer (cheap: no stats are gathered).
+    pub fn handles(&self) -> Vec<PeerHandle> {
+        self.inner
             .registry()
             .iter()
             .map(|e| e.payload.clone())
-            .collect();
-        handles.iter().map(PeerHandle::stats).collect()
+            .collect()
+    }
+
+    /// Stats of every admitted peer.
+    pub fn peers(&self) -> Vec<PeerStats> {
+        self.handles().iter().map(PeerHandle::stats).collect()
     }
 
     /// Admitted peers in `direction`.
@@ -628,13 +631,7 @@ impl<H: PeerHandlers> Server<H> {
 
     /// Sends `msg` to every admitted peer; returns how many accepted it.
     pub fn broadcast(&self, msg: &NetworkMessage) -> usize {
-        let handles: Vec<PeerHandle> = self
-            .inner
-            .registry()
-            .iter()
-            .map(|e| e.payload.clone())
-            .collect();
-        handles
+        self.handles()
             .iter()
             .filter(|h| h.send(msg.clone()).is_ok())
             .count()

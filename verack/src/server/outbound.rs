@@ -245,11 +245,8 @@ pub(crate) async fn self_announce_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, ou
 }
 
 fn self_address<H>(inner: &Inner<H>, ours: SocketAddr) -> bitcoin::p2p::address::AddrV2Message {
-    use bitcoin::p2p::address::{AddrV2, AddrV2Message};
-    let addr = match crate::netgroup::canonical(ours.ip()) {
-        std::net::IpAddr::V4(v4) => AddrV2::Ipv4(v4),
-        std::net::IpAddr::V6(v6) => AddrV2::Ipv6(v6),
-    };
+    use bitcoin::p2p::address::AddrV2Message;
+    let addr = super::addr_v2(ours.ip());
     AddrV2Message {
         time: super::unix_now() as u32,
         services: inner.config.peer.services,

@@ -163,14 +163,10 @@ pub(crate) fn to_v2(list: Vec<(u32, bitcoin::p2p::address::Address)>) -> Vec<Add
     list.into_iter()
         .filter_map(|(time, a)| {
             let sock: SocketAddr = a.socket_addr().ok()?;
-            let addr = match crate::netgroup::canonical(sock.ip()) {
-                std::net::IpAddr::V4(v4) => AddrV2::Ipv4(v4),
-                std::net::IpAddr::V6(v6) => AddrV2::Ipv6(v6),
-            };
             Some(AddrV2Message {
                 time,
                 services: a.services,
-                addr,
+                addr: super::addr_v2(sock.ip()),
                 port: sock.port(),
             })
         })
