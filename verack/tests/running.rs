@@ -801,7 +801,13 @@ async fn unknown_commands_reach_the_handler_and_hooks_see_every_message() {
         "hooks saw every byte written"
     );
     assert_eq!(hooks.unknown.load(Ordering::SeqCst), 1);
-    assert_eq!(s.bytes_received_per_command["utreexo"], 27);
+    // As Core: commands outside its list are counted under `*other*`, so a peer cannot grow
+    // the per-command map with made-up names.
+    assert_eq!(
+        s.bytes_received_per_command[verack::peer::OTHER_COMMAND],
+        27
+    );
+    assert!(!s.bytes_received_per_command.contains_key("utreexo"));
 }
 
 #[tokio::test(start_paused = true)]

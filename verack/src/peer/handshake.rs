@@ -248,6 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
             &mut self.read_buf,
             &mut self.decoder,
             &self.ctx,
+            &mut tokio::time::Instant::now(),
         )
         .await
         {

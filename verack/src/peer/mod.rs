@@ -56,6 +56,7 @@
 //! held and delivered, in order, as the first messages once the peer runs (dcrd's rule for old
 //! peers that send `getheaders` early); a fourth fails with [`HandshakeError::NotVerack`].
 
+mod command_bytes;
 mod config;
 mod connection;
 mod error;

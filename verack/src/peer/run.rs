@@ -260,9 +260,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             return reason;
         }
     }
+    let mut read_at = Instant::now();
     loop {
         wait_for_handler(shared).await;
-        let frame = match read_frame(rd, buf, decoder, &shared.ctx).await {
+        let frame = match read_frame(rd, buf, decoder, &shared.ctx, &mut read_at).await {
             Ok(frame) => frame,
             Err(ReadError::Closed) => return DisconnectReason::RemoteClosed,
             Err(ReadError::Decode(e)) if !e.is_fatal() => {
@@ -274,7 +275,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(ReadError::Decode(e)) => return DisconnectReason::Framing(e),
             Err(ReadError::Io(e)) => return DisconnectReason::Io(Arc::new(e)),
         };
-        let now = Instant::now();
+        let now = read_at;
         let counters = &shared.ctx.counters;
         let received = counters.messages_received();
         if let Err(rate) = check_flood(
@@ -382,7 +383,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let _ = sent.send(());
             }
         }
-        if coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
+        // Keep the coalescing buffer only while more is queued: an idle peer holds none, and
+        // a burst never leaves more than MAX_RETAINED_WRITE_BUFFER behind.
+        if outbox.is_empty() || coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
             coalesced = BytesMut::new();
         }
     }

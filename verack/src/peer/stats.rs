@@ -1,20 +1,18 @@
 //! Traffic counters and the stats snapshot.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use bitcoin::p2p::ServiceFlags;
 use tokio::time::Instant;
 
+use super::command_bytes::{command_index, CommandBytes};
 use super::{Direction, PeerId};
 use crate::transport::Transport;
 
-/// Counter key for frames that could not be decoded, as Core's `*other*`.
-pub const OTHER_COMMAND: &str = "*other*";
+pub use super::command_bytes::OTHER_COMMAND;
 
 /// Counters updated on every frame; shared between the peer's tasks and its handles.
 #[derive(Debug)]
@@ -28,13 +26,8 @@ pub(crate) struct Counters {
     /// Milliseconds since `connected_at` plus one (0 = never).
     last_send_ms: AtomicU64,
     last_receive_ms: AtomicU64,
-    per_command: Mutex<PerCommand>,
-}
-
-#[derive(Debug, Default)]
-struct PerCommand {
-    sent: HashMap<String, u64>,
-    received: HashMap<String, u64>,
+    sent_per_command: CommandBytes,
+    received_per_command: CommandBytes,
 }
 
 impl Counters {
@@ -48,7 +41,8 @@ impl Counters {
             messages_received: AtomicU64::new(0),
             last_send_ms: AtomicU64::new(0),
             last_receive_ms: AtomicU64::new(0),
-            per_command: Mutex::new(PerCommand::default()),
+            sent_per_command: CommandBytes::new(),
+            received_per_command: CommandBytes::new(),
         }
     }
 
@@ -60,8 +54,7 @@ impl Counters {
         self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         self.last_send_ms.store(self.stamp(now), Ordering::Relaxed);
-        let mut per = self.per_command.lock().expect("stats lock");
-        bump(&mut per.sent, command, bytes);
+        self.sent_per_command.add(command_index(command), bytes);
     }
 
     pub(crate) fn record_received(&self, command: &str, bytes: usize, now: Instant) {
@@ -69,8 +62,7 @@ impl Counters {
             .fetch_add(bytes as u64, Ordering::Relaxed);
         self.messages_received.fetch_add(1, Ordering::Relaxed);
         self.touch_received(now);
-        let mut per = self.per_command.lock().expect("stats lock");
-        bump(&mut per.received, command, bytes);
+        self.received_per_command.add(command_index(command), bytes);
     }
 
     /// Bytes written that carried no message (v2 key exchange, garbage, terminator, version
@@ -119,18 +111,8 @@ impl Counters {
         s.connected_at = self.connected_at_wall;
         s.last_send = self.wall(self.last_send_ms.load(Ordering::Relaxed));
         s.last_receive = self.wall(self.last_receive_ms.load(Ordering::Relaxed));
-        let per = self.per_command.lock().expect("stats lock");
-        s.bytes_sent_per_command = per.sent.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        s.bytes_received_per_command = per.received.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    }
-}
-
-fn bump(map: &mut HashMap<String, u64>, command: &str, bytes: usize) {
-    match map.get_mut(command) {
-        Some(n) => *n += bytes as u64,
-        None => {
-            map.insert(command.to_string(), bytes as u64);
-        }
+        s.bytes_sent_per_command = self.sent_per_command.snapshot();
+        s.bytes_received_per_command = self.received_per_command.snapshot();
     }
 }
 
@@ -169,9 +151,11 @@ pub struct PeerStats {
     pub messages_sent: u64,
     /// Frames read (undecodable ones included, under [`OTHER_COMMAND`]).
     pub messages_received: u64,
-    /// Bytes written per command.
+    /// Bytes written per command: Core's message types, anything else under
+    /// [`OTHER_COMMAND`] (as Core's `bytessent_per_msg`).
     pub bytes_sent_per_command: BTreeMap<String, u64>,
-    /// Bytes read per command; frames that failed to decode count under [`OTHER_COMMAND`].
+    /// Bytes read per command: Core's message types; other commands and frames that failed to
+    /// decode count under [`OTHER_COMMAND`] (as Core's `bytesrecv_per_msg`).
     pub bytes_received_per_command: BTreeMap<String, u64>,
     /// When the peer was created (wall clock).
     pub connected_at: SystemTime,

@@ -19,7 +19,8 @@ pub const LONG_MESSAGE_TYPE_LEN: usize = 13;
 /// # Errors
 /// [`OversizeMessage`] when the payload would exceed [`MAX_PAYLOAD_LEN`] bytes.
 pub fn encode_contents(msg: &NetworkMessage) -> Result<Bytes, OversizeMessage> {
-    let mut buf = BytesMut::with_capacity(LONG_MESSAGE_TYPE_LEN + 64);
+    let mut buf =
+        BytesMut::with_capacity(LONG_MESSAGE_TYPE_LEN + crate::wire::payload_size_hint(msg));
     encode_contents_into(msg, &mut buf)?;
     Ok(buf.freeze())
 }

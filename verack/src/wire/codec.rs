@@ -1,14 +1,14 @@
 //! The v1 codec: bytes to [`NetworkMessage`] and back.
 
-use bitcoin::consensus::encode::{self, Decodable, Encodable};
+use bitcoin::consensus::encode::Encodable;
 use bitcoin::io::FromStd;
-use bitcoin::p2p::message::{NetworkMessage, RawNetworkMessage};
+use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::Magic;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::header::checksum;
-use super::{decode_version, DecodeError, FrameHeader, HEADER_LEN, MAX_PAYLOAD_LEN};
+use super::header::{checksum, RawHeader};
+use super::{decode_message, DecodeError, HEADER_LEN, MAX_PAYLOAD_LEN};
 
 /// One decoded message and the number of bytes it took on the wire (header included).
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +37,7 @@ pub struct Frame {
 pub struct V1Codec {
     magic: Magic,
     /// The validated header of the frame whose payload is still arriving.
-    pending: Option<FrameHeader>,
+    pending: Option<RawHeader>,
 }
 
 impl V1Codec {
@@ -66,7 +66,7 @@ impl Decoder for V1Codec {
                 let Some(raw) = src.get(..HEADER_LEN) else {
                     return Ok(None);
                 };
-                FrameHeader::parse(raw.try_into().expect("24 bytes"), self.magic)?
+                RawHeader::parse(raw.try_into().expect("24 bytes"), self.magic)?
             }
         };
         let wire_len = HEADER_LEN + header.payload_len;
@@ -102,41 +102,23 @@ impl From<std::io::Error> for DecodeError {
 }
 
 /// Decodes a complete frame (`header` already validated) into a message.
-fn decode_payload(header: &FrameHeader, frame: &[u8]) -> Result<NetworkMessage, DecodeError> {
+fn decode_payload(header: &RawHeader, frame: &[u8]) -> Result<NetworkMessage, DecodeError> {
     let payload = &frame[HEADER_LEN..];
-    if header.command == "version" {
-        // Core accepts version messages without the trailing optional fields; rust-bitcoin's
-        // decoder does not, so version payloads are decoded here.
-        let actual = checksum(payload);
-        if actual != header.checksum {
-            return Err(bad_checksum(header, actual));
-        }
-        return decode_version(payload)
-            .map(NetworkMessage::Version)
-            .map_err(|reason| DecodeError::Undecodable {
-                command: header.command.clone(),
-                len: payload.len(),
-                reason: reason.to_string(),
-            });
+    let actual = checksum(payload);
+    if actual != header.checksum {
+        return Err(DecodeError::BadChecksum {
+            command: header.command().to_string(),
+            expected: header.checksum,
+            actual,
+        });
     }
-    let mut reader = frame;
-    match RawNetworkMessage::consensus_decode(&mut reader) {
-        Ok(raw) => Ok(raw.into_payload()),
-        Err(encode::Error::InvalidChecksum { expected, .. }) => Err(bad_checksum(header, expected)),
-        Err(e) => Err(DecodeError::Undecodable {
-            command: header.command.clone(),
-            len: payload.len(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
-fn bad_checksum(header: &FrameHeader, actual: [u8; 4]) -> DecodeError {
-    DecodeError::BadChecksum {
-        command: header.command.clone(),
-        expected: header.checksum,
-        actual,
-    }
+    // Straight from the frame's bytes: no copy of the payload before decoding (rust-bitcoin's
+    // `RawNetworkMessage` copies it into a `Vec` first), same rules.
+    decode_message(header.command(), payload).map_err(|e| DecodeError::Undecodable {
+        command: header.command().to_string(),
+        len: payload.len(),
+        reason: e.to_string(),
+    })
 }
 
 /// A message whose payload would exceed [`MAX_PAYLOAD_LEN`]; it was not encoded.
@@ -163,7 +145,7 @@ impl Encoder<&NetworkMessage> for V1Codec {
 /// # Errors
 /// [`OversizeMessage`] when the payload would exceed [`MAX_PAYLOAD_LEN`] bytes.
 pub fn encode_frame(magic: Magic, msg: &NetworkMessage) -> Result<Bytes, OversizeMessage> {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + 64);
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload_size_hint(msg));
     encode_into(magic, msg, &mut buf)?;
     Ok(buf.freeze())
 }
@@ -199,4 +181,27 @@ fn encode_into(
     header[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[20..24].copy_from_slice(&sum);
     Ok(())
+}
+
+/// A close upper estimate of `msg`'s payload size in bytes, so encoding allocates once
+/// instead of growing (and copying) the buffer by doubling; 64 for small messages.
+pub(crate) fn payload_size_hint(msg: &NetworkMessage) -> usize {
+    const VARINT: usize = 9;
+    let hint = match msg {
+        NetworkMessage::Unknown { payload, .. } => payload.len(),
+        NetworkMessage::Block(block) => block.total_size(),
+        NetworkMessage::Tx(tx) => tx.total_size(),
+        NetworkMessage::Headers(headers) => VARINT + headers.len() * 81,
+        NetworkMessage::Inv(items)
+        | NetworkMessage::GetData(items)
+        | NetworkMessage::NotFound(items) => VARINT + items.len() * 36,
+        NetworkMessage::Addr(addrs) => VARINT + addrs.len() * 30,
+        NetworkMessage::AddrV2(addrs) => VARINT + addrs.len() * 54,
+        NetworkMessage::GetHeaders(m) => 4 + VARINT + (m.locator_hashes.len() + 1) * 32,
+        NetworkMessage::GetBlocks(m) => 4 + VARINT + (m.locator_hashes.len() + 1) * 32,
+        NetworkMessage::CFilter(f) => 41 + VARINT + f.filter.len(),
+        NetworkMessage::CFHeaders(h) => 69 + VARINT + h.filter_hashes.len() * 32,
+        _ => 64,
+    };
+    hint.min(MAX_PAYLOAD_LEN + 1)
 }

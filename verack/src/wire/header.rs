@@ -20,14 +20,34 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parses and validates a header.
+    /// Parses and checks a header: magic must equal `magic`, the command must be printable
+    /// ASCII then NUL padding, the length at most [`MAX_PAYLOAD_LEN`].
     ///
     /// # Errors
-    /// - [`DecodeError::WrongMagic`] when the first 4 bytes are not `magic`.
-    /// - [`DecodeError::BadCommand`] when the command is not printable ASCII padded with NULs
-    ///   (a NUL followed by a non-NUL byte, as Core's `CMessageHeader::IsCommandValid`).
-    /// - [`DecodeError::Oversize`] when the announced length exceeds [`MAX_PAYLOAD_LEN`].
+    /// [`DecodeError::WrongMagic`], [`DecodeError::BadCommand`] or [`DecodeError::Oversize`].
     pub fn parse(bytes: &[u8; HEADER_LEN], magic: Magic) -> Result<FrameHeader, DecodeError> {
+        let raw = RawHeader::parse(bytes, magic)?;
+        Ok(FrameHeader {
+            command: raw.command().to_string(),
+            payload_len: raw.payload_len,
+            checksum: raw.checksum,
+        })
+    }
+}
+
+/// A checked header with the command kept as its 12 raw bytes, so parsing one allocates
+/// nothing (the codec's hot path; [`FrameHeader`] is the owned, public form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawHeader {
+    command: [u8; 12],
+    command_len: u8,
+    pub(crate) payload_len: usize,
+    pub(crate) checksum: [u8; 4],
+}
+
+impl RawHeader {
+    /// As [`FrameHeader::parse`], with the same errors.
+    pub(crate) fn parse(bytes: &[u8; HEADER_LEN], magic: Magic) -> Result<RawHeader, DecodeError> {
         let got = Magic::from_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         if got != magic {
             return Err(DecodeError::WrongMagic {
@@ -35,28 +55,33 @@ impl FrameHeader {
                 actual: got,
             });
         }
-        let raw_command = &bytes[4..16];
-        let command = parse_command(raw_command).ok_or(DecodeError::BadCommand {
-            raw: raw_command.try_into().expect("12 bytes"),
-        })?;
+        let command: [u8; 12] = bytes[4..16].try_into().expect("12 bytes");
+        let Some(command_len) = command_len(&command) else {
+            return Err(DecodeError::BadCommand { raw: command });
+        };
         let payload_len = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes")) as usize;
+        let header = RawHeader {
+            command,
+            command_len: command_len as u8,
+            payload_len,
+            checksum: bytes[20..24].try_into().expect("4 bytes"),
+        };
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(DecodeError::Oversize {
-                command,
+                command: header.command().to_string(),
                 len: payload_len,
                 max: MAX_PAYLOAD_LEN,
             });
         }
-        let checksum = bytes[20..24].try_into().expect("4 bytes");
-        Ok(FrameHeader {
-            command,
-            payload_len,
-            checksum,
-        })
+        Ok(header)
+    }
+
+    /// The command name (printable ASCII, checked by `parse`).
+    pub(crate) fn command(&self) -> &str {
+        std::str::from_utf8(&self.command[..self.command_len as usize]).unwrap_or("")
     }
 }
 
-/// The v1 checksum of a payload: the first 4 bytes of its double-SHA256.
 pub(crate) fn checksum(payload: &[u8]) -> [u8; 4] {
     let hash = sha256d::Hash::hash(payload);
     hash.as_byte_array()[..4].try_into().expect("4 bytes")
@@ -64,12 +89,19 @@ pub(crate) fn checksum(payload: &[u8]) -> [u8; 4] {
 
 /// Printable ASCII followed only by NULs; `None` otherwise.
 pub(crate) fn parse_command(raw: &[u8]) -> Option<String> {
+    let len = command_len(raw)?;
+    Some(String::from_utf8(raw[..len].to_vec()).expect("ASCII"))
+}
+
+/// The length of the command in a command field: printable ASCII (0x20–0x7e) then only NUL
+/// padding; `None` otherwise.
+fn command_len(raw: &[u8]) -> Option<usize> {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let (name, padding) = raw.split_at(end);
     if padding.iter().any(|&b| b != 0) || !name.iter().all(|b| (0x20..0x7f).contains(b)) {
         return None;
     }
-    Some(String::from_utf8(name.to_vec()).expect("ASCII"))
+    Some(end)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod header;
 mod payload;
 mod version;
 
+pub(crate) use codec::payload_size_hint;
 pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
 pub use error::{DecodeError, V2Error};
 pub(crate) use header::parse_command;

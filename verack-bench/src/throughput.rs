@@ -1,0 +1,314 @@
+//! Scenario 1, throughput: a one-way stream between two handshaked verack peers in separate
+//! processes over loopback TCP, against the same frames written and read over a plain socket
+//! with only the checksum verified (the limit of this protocol on this machine).
+//!
+//! Cases: 1 MB messages (payload MB/s, MB = 10^6 bytes) and 61-byte `inv` messages (one entry;
+//! messages/s). The receiver (a child process) times from its first message to its last.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bitcoin::hashes::{sha256d, Hash};
+use bitcoin::p2p::message::{CommandString, NetworkMessage};
+use bitcoin::p2p::message_blockdata::Inventory;
+use bitcoin::{Network, Txid};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use verack::peer::{IgnoreMessages, MessageHandler, Peer, PeerConfig, PeerHandle};
+use verack::wire::encode_frame;
+
+use crate::process::Helper;
+use crate::report;
+
+/// What is streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    /// 1,000,000-byte payloads (an unknown `bench` command; 1,000,024 bytes on the wire).
+    Big,
+    /// `inv` with one transaction entry: 37-byte payload, 61 bytes on the wire.
+    Inv,
+}
+
+/// Who reads and writes the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Two verack peers (handshake, framing, decoding, delivery to a handler).
+    Verack,
+    /// Plain sockets: pre-encoded frames written in bulk; the reader checks each checksum.
+    Baseline,
+}
+
+const BIG_PAYLOAD: usize = 1_000_000;
+
+/// The `i`-th message of `case`.
+pub fn message(case: Case, i: u64) -> NetworkMessage {
+    match case {
+        Case::Big => NetworkMessage::Unknown {
+            command: CommandString::try_from_static("bench").expect("command"),
+            payload: vec![0xab; BIG_PAYLOAD],
+        },
+        Case::Inv => {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            NetworkMessage::Inv(vec![Inventory::Transaction(Txid::from_byte_array(id))])
+        }
+    }
+}
+
+fn peer_config() -> PeerConfig {
+    let mut cfg = PeerConfig::new(Network::Regtest);
+    cfg.send_queue_limit = 256 << 20;
+    cfg
+}
+
+/// Runs both cases `runs` times, verack and baseline interleaved; `scale` multiplies the
+/// message counts (1.0: 400 × 1 MB, 2,000,000 `inv`); `only` picks one case.
+pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<report::Result>> {
+    let mut results = Vec::new();
+    for (case, base_count) in [(Case::Big, 400u64), (Case::Inv, 2_000_000)] {
+        if only.is_some_and(|c| c != case) {
+            continue;
+        }
+        let count = ((base_count as f64 * scale) as u64).max(10);
+        let mut verack = Vec::new();
+        let mut baseline = Vec::new();
+        for _ in 0..runs {
+            for mode in [Mode::Verack, Mode::Baseline] {
+                let secs = one(case, mode, count)?;
+                let per_second = (count - 1) as f64 / secs;
+                let value = match case {
+                    Case::Big => per_second * BIG_PAYLOAD as f64 / 1e6,
+                    Case::Inv => per_second,
+                };
+                match mode {
+                    Mode::Verack => verack.push(value),
+                    Mode::Baseline => baseline.push(value),
+                }
+            }
+        }
+        let (name, unit, target) = match case {
+            Case::Big => ("1 MB messages", "MB/s", None),
+            Case::Inv => ("61-byte inv", "messages/s", Some(1_000_000.0)),
+        };
+        results.push(report::Result {
+            scenario: "throughput",
+            case: name.into(),
+            unit,
+            verack,
+            baseline: Some(("plain TCP, checksum only".into(), baseline)),
+            target,
+            higher_is_better: true,
+            extra: json!({ "messages_per_run": count }),
+        });
+    }
+    Ok(results)
+}
+
+/// One timed stream: starts the receiving child, sends `count` messages, returns the seconds
+/// the receiver measured from its first to its last message.
+fn one(case: Case, mode: Mode, count: u64) -> std::io::Result<f64> {
+    let args = [
+        "recv".to_string(),
+        format!("--mode={}", name(mode)),
+        format!("--case={}", if case == Case::Big { "big" } else { "inv" }),
+        format!("--count={count}"),
+    ];
+    let (mut helper, addr) = Helper::start(&args)?;
+    let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    match mode {
+        Mode::Baseline => send_plain(addr, case, count)?,
+        Mode::Verack => runtime("sender").block_on(send_verack(addr, case, count))?,
+    }
+    let result = helper.next_json()?;
+    result["seconds"]
+        .as_f64()
+        .ok_or_else(|| std::io::Error::other(format!("receiver said {result}")))
+}
+
+fn name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Verack => "verack",
+        Mode::Baseline => "baseline",
+    }
+}
+
+fn runtime(name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn send_plain(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
+    let magic = Network::Regtest.magic();
+    let frame = encode_frame(magic, &message(case, 0)).map_err(std::io::Error::other)?;
+    // About 1 MB of frames per write for small messages.
+    let per_write = (1_000_000 / frame.len()).max(1) as u64;
+    let mut chunk = Vec::with_capacity(per_write as usize * frame.len());
+    for _ in 0..per_write {
+        chunk.extend_from_slice(&frame);
+    }
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut sent = 0;
+    while sent < count {
+        let n = per_write.min(count - sent);
+        stream.write_all(&chunk[..n as usize * frame.len()])?;
+        sent += n;
+    }
+    Ok(())
+}
+
+async fn send_verack(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let cancel = CancellationToken::new();
+    let peer = Peer::outbound(stream, addr, peer_config())
+        .handshake(&cancel, |_: &_| Ok::<(), std::io::Error>(()))
+        .await
+        .map_err(std::io::Error::other)?;
+    let handle = peer.handle();
+    let running = tokio::spawn(peer.run(IgnoreMessages, cancel.clone()));
+    // Keep at most two windows queued: wait for the window before last to be written.
+    let window = match case {
+        Case::Big => 8,
+        Case::Inv => 20_000,
+    };
+    let mut previous: Option<tokio::task::JoinHandle<_>> = None;
+    let mut i = 0;
+    while i < count {
+        let end = (i + window).min(count);
+        while i + 1 < end {
+            handle
+                .send(message(case, i))
+                .map_err(std::io::Error::other)?;
+            i += 1;
+        }
+        let last = handle.clone();
+        let msg = message(case, i);
+        let written = tokio::spawn(async move { last.send_and_wait(msg).await });
+        i += 1;
+        if let Some(p) = previous.replace(written) {
+            p.await?.map_err(std::io::Error::other)?;
+        }
+    }
+    if let Some(p) = previous {
+        p.await?.map_err(std::io::Error::other)?;
+    }
+    // The receiver exits after the last message; our side then sees the close.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), handle.closed()).await;
+    cancel.cancel();
+    let _ = running.await;
+    Ok(())
+}
+
+/// Child role: accepts one connection, receives `count` messages, prints
+/// `{"seconds": first-to-last}`.
+pub fn receive(mode: Mode, case: Case, count: u64) -> std::io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    println!("READY {}", listener.local_addr()?);
+    let seconds = match mode {
+        Mode::Baseline => receive_plain(listener, count)?,
+        Mode::Verack => runtime("receiver").block_on(receive_verack(listener, case, count))?,
+    };
+    println!("{}", json!({ "seconds": seconds }));
+    Ok(())
+}
+
+fn receive_plain(listener: TcpListener, count: u64) -> std::io::Result<f64> {
+    let (mut stream, _) = listener.accept()?;
+    let mut buf = vec![0u8; 8 << 20];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut seen = 0u64;
+    let mut first = None;
+    loop {
+        // Parse every complete frame in the buffer, checking its checksum.
+        while end - start >= 24 {
+            let header = &buf[start..start + 24];
+            let len = u32::from_le_bytes(header[16..20].try_into().expect("4")) as usize;
+            if end - start < 24 + len {
+                break;
+            }
+            let payload = &buf[start + 24..start + 24 + len];
+            let sum = sha256d::Hash::hash(payload);
+            if sum.as_byte_array()[..4] != header[20..24] {
+                return Err(std::io::Error::other("bad checksum"));
+            }
+            first.get_or_insert_with(Instant::now);
+            start += 24 + len;
+            seen += 1;
+            if seen == count {
+                return Ok(first.expect("set").elapsed().as_secs_f64());
+            }
+        }
+        if start > 0 && buf.len() - end < (1 << 20) + 64 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        let n = stream.read(&mut buf[end..])?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!("closed after {seen} frames")));
+        }
+        end += n;
+    }
+}
+
+struct Count {
+    seen: u64,
+    count: u64,
+    first: Option<Instant>,
+    done: Arc<Notify>,
+    seconds: Arc<std::sync::Mutex<f64>>,
+}
+
+impl MessageHandler for Count {
+    async fn on_message(&mut self, _peer: &PeerHandle, message: NetworkMessage) {
+        if !matches!(
+            message,
+            NetworkMessage::Unknown { .. } | NetworkMessage::Inv(_)
+        ) {
+            return;
+        }
+        self.first.get_or_insert_with(Instant::now);
+        self.seen += 1;
+        if self.seen == self.count {
+            *self.seconds.lock().expect("lock") = self.first.expect("set").elapsed().as_secs_f64();
+            self.done.notify_one();
+        }
+    }
+}
+
+async fn receive_verack(listener: TcpListener, _case: Case, count: u64) -> std::io::Result<f64> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (stream, from) = listener.accept().await?;
+    stream.set_nodelay(true)?;
+    let cancel = CancellationToken::new();
+    let peer = Peer::inbound(stream, from, peer_config())
+        .handshake(&cancel, |_: &_| Ok::<(), std::io::Error>(()))
+        .await
+        .map_err(std::io::Error::other)?;
+    let done = Arc::new(Notify::new());
+    let seconds = Arc::new(std::sync::Mutex::new(0.0));
+    let running = tokio::spawn(peer.run(
+        Count {
+            seen: 0,
+            count,
+            first: None,
+            done: done.clone(),
+            seconds: seconds.clone(),
+        },
+        cancel.clone(),
+    ));
+    done.notified().await;
+    cancel.cancel();
+    let _ = running.await;
+    let s = *seconds.lock().expect("lock");
+    Ok(s)
+}
