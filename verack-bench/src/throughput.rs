@@ -164,7 +164,10 @@ fn send_plain(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends `count` messages of `case` built before connecting (as the plain sender's frames
+/// are), so the time is verack's: encoding, queueing, writing.
 async fn send_verack(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
+    let messages: Vec<NetworkMessage> = (0..count).map(|i| message(case, i)).collect();
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let cancel = CancellationToken::new();
@@ -181,16 +184,16 @@ async fn send_verack(addr: SocketAddr, case: Case, count: u64) -> std::io::Resul
     };
     let mut previous: Option<tokio::task::JoinHandle<_>> = None;
     let mut i = 0;
+    let mut messages = messages.into_iter();
+    let mut next = || messages.next().expect("count messages");
     while i < count {
         let end = (i + window).min(count);
         while i + 1 < end {
-            handle
-                .send(message(case, i))
-                .map_err(std::io::Error::other)?;
+            handle.send(next()).map_err(std::io::Error::other)?;
             i += 1;
         }
         let last = handle.clone();
-        let msg = message(case, i);
+        let msg = next();
         let written = tokio::spawn(async move { last.send_and_wait(msg).await });
         i += 1;
         if let Some(p) = previous.replace(written) {

@@ -157,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             held,
             _closed,
         } = self;
-        let (to_handler, from_reader) = mpsc::unbounded_channel();
+        let (to_handler, from_reader) = mpsc::unbounded_channel::<Batch>();
         let handler_task = AbortOnDrop(tokio::spawn(handler_loop(
             handler,
             from_reader,
@@ -213,36 +213,57 @@ impl Future for AbortOnDrop {
     }
 }
 
+/// Messages handed from the reader to the handler task: every frame decoded from one read
+/// goes over the channel as one batch (one channel operation per read, not per message), each
+/// with its size on the wire for the backlog.
+type Batch = Vec<(NetworkMessage, usize)>;
+
 async fn handler_loop<H: MessageHandler>(
     mut handler: H,
-    mut messages: mpsc::UnboundedReceiver<(NetworkMessage, usize)>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
     peer: PeerHandle,
 ) {
-    while let Some((message, size)) = messages.recv().await {
-        handler.on_message(&peer, message).await;
-        peer.shared
-            .handler_backlog
-            .fetch_sub(size, Ordering::AcqRel);
-        peer.shared.drained.notify_waiters();
+    while let Some(batch) = batches.recv().await {
+        for (message, size) in batch {
+            handler.on_message(&peer, message).await;
+            peer.shared
+                .handler_backlog
+                .fetch_sub(size, Ordering::SeqCst);
+            // Only a paused reader waits for this (see `wait_for_handler`).
+            if peer.shared.reading_paused.load(Ordering::SeqCst) {
+                peer.shared.drained.notify_waiters();
+            }
+        }
     }
 }
 
-/// Hands `message` to the handler if the peer's own rules let it through.
 fn process(
     shared: &Shared,
     message: NetworkMessage,
     wire_len: usize,
-    to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
+    now: Instant,
+    batch: &mut Batch,
 ) -> Result<(), DisconnectReason> {
-    match on_received(shared, &message, Instant::now())? {
+    match on_received(shared, &message, now)? {
         Delivery::Deliver => {
-            shared.handler_backlog.fetch_add(wire_len, Ordering::AcqRel);
-            to_handler
-                .send((message, wire_len))
-                .map_err(|_| DisconnectReason::LocalRequest)
+            shared.handler_backlog.fetch_add(wire_len, Ordering::SeqCst);
+            batch.push((message, wire_len));
         }
-        Delivery::Drop => Ok(()),
+        Delivery::Drop => {}
     }
+    Ok(())
+}
+
+fn deliver(
+    batch: &mut Batch,
+    to_handler: &mpsc::UnboundedSender<Batch>,
+) -> Result<(), DisconnectReason> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    to_handler
+        .send(std::mem::take(batch))
+        .map_err(|_| DisconnectReason::LocalRequest)
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -251,19 +272,40 @@ async fn read_loop<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     decoder: &mut FrameDecoder,
     shared: &Shared,
-    to_handler: &mpsc::UnboundedSender<(NetworkMessage, usize)>,
+    to_handler: &mpsc::UnboundedSender<Batch>,
 ) -> DisconnectReason {
     // Messages held during the handshake go first, through the same rules (a held `ping` is
     // answered). They were counted when read; they are small, so backpressure ignores them.
+    let mut batch = Batch::new();
     for message in held {
-        if let Err(reason) = process(shared, message, 0, to_handler) {
+        if let Err(reason) = process(shared, message, 0, Instant::now(), &mut batch) {
             return reason;
         }
     }
     let mut read_at = Instant::now();
     loop {
-        wait_for_handler(shared).await;
-        let frame = match read_frame(rd, buf, decoder, &shared.ctx, &mut read_at).await {
+        if shared.handler_backlog.load(Ordering::SeqCst) > shared.config.receive_buffer_limit {
+            if let Err(reason) = deliver(&mut batch, to_handler) {
+                return reason;
+            }
+            wait_for_handler(shared).await;
+        }
+        let read = {
+            let read = read_frame(rd, buf, decoder, &shared.ctx, &mut read_at);
+            tokio::pin!(read);
+            // Frames already buffered decode without waiting; before waiting for the socket,
+            // hand the handler what this read produced.
+            match poll_once(read.as_mut()) {
+                Some(read) => read,
+                None => {
+                    if let Err(reason) = deliver(&mut batch, to_handler) {
+                        return reason;
+                    }
+                    read.await
+                }
+            }
+        };
+        let frame = match read {
             Ok(frame) => frame,
             Err(ReadError::Closed) => return DisconnectReason::RemoteClosed,
             Err(ReadError::Decode(e)) if !e.is_fatal() => {
@@ -288,34 +330,41 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 limit: shared.config.max_messages_per_second.unwrap_or(0.0),
             };
         }
-        match on_received(shared, &frame.message, now) {
-            Ok(Delivery::Deliver) => {
-                shared
-                    .handler_backlog
-                    .fetch_add(frame.wire_len, Ordering::AcqRel);
-                if to_handler.send((frame.message, frame.wire_len)).is_err() {
-                    return DisconnectReason::LocalRequest;
-                }
-            }
-            Ok(Delivery::Drop) => {}
-            Err(reason) => return reason,
+        if let Err(reason) = process(shared, frame.message, frame.wire_len, now, &mut batch) {
+            return reason;
         }
     }
 }
 
-/// Backpressure: waits while more than the limit of received bytes waits for the handler.
-/// The pause does not count towards the idle timeout.
+/// Polls `fut` once without registering interest anywhere; `None` if it is not ready.
+fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Option<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match fut.poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+/// Waits until the handler's backlog is at most `receive_buffer_limit` bytes, with
+/// `reading_paused` set meanwhile (the idle timeout does not run while paused).
+///
+/// The flag is raised before the backlog is re-checked and the handler checks the flag after
+/// shrinking the backlog (both SeqCst): either the handler sees the flag and wakes us, or we
+/// see the smaller backlog, so no wake-up is lost while the handler wakes nobody in the
+/// common, unpaused case.
 async fn wait_for_handler(shared: &Shared) {
     let limit = shared.config.receive_buffer_limit;
-    let mut paused = false;
+    let mut waited = false;
     loop {
         let drained = shared.drained.notified();
-        if shared.handler_backlog.load(Ordering::Acquire) <= limit {
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        shared.reading_paused.store(true, Ordering::SeqCst);
+        if shared.handler_backlog.load(Ordering::SeqCst) <= limit {
             break;
         }
-        if !paused {
-            paused = true;
-            shared.reading_paused.store(true, Ordering::Release);
+        if !waited {
+            waited = true;
             tracing::debug!(
                 peer = shared.ctx.id.0,
                 "handler backlog over limit; reading paused"
@@ -323,10 +372,10 @@ async fn wait_for_handler(shared: &Shared) {
         }
         drained.await;
     }
-    if paused {
+    if waited {
         shared.ctx.counters.touch_received(Instant::now());
-        shared.reading_paused.store(false, Ordering::Release);
     }
+    shared.reading_paused.store(false, Ordering::SeqCst);
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
