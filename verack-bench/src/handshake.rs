@@ -344,3 +344,27 @@ pub fn run(args: &Args) -> std::io::Result<Vec<report::Result>> {
         result("handshake latency p99", "ms", p99, Some(20.0), false),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_sources_rotate_and_others_are_left_to_the_kernel() {
+        let local: SocketAddr = "127.0.0.1:8333".parse().unwrap();
+        assert_eq!(source_ip(local, 0), Some([127, 0, 0, 1].into()));
+        assert_eq!(source_ip(local, 249), Some([127, 0, 0, 250].into()));
+        assert_eq!(source_ip(local, 250), Some([127, 0, 0, 1].into()));
+        assert_eq!(source_ip("10.0.0.1:8333".parse().unwrap(), 3), None);
+        assert_eq!(source_ip("[::1]:8333".parse().unwrap(), 3), None);
+    }
+
+    #[test]
+    fn network_names() {
+        assert_eq!(parse_network("mainnet"), Ok(Network::Bitcoin));
+        assert_eq!(parse_network("testnet4"), Ok(Network::Testnet4));
+        assert_eq!(parse_network("signet"), Ok(Network::Signet));
+        assert_eq!(parse_network("regtest"), Ok(Network::Regtest));
+        assert!(parse_network("moon").is_err());
+    }
+}

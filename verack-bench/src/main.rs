@@ -1,14 +1,19 @@
 //! `verack-bench`: macro benchmarks of verack, each printing one JSON line per result with the
 //! machine it ran on. `scripts/bench.sh` runs the suite and writes BENCHMARKS.md.
 //!
-//! Scenarios: `throughput`. Internal roles (the other process of a scenario): `recv`.
+//! Scenarios: `throughput`, `handshake`, `many-peers`, `headers`, `fanout`; `report` turns
+//! their output into markdown. Internal roles (the other process of a scenario): `recv`, `serve`.
 //! Also `handshake`, `many-peers` and `fanout`, whose other process is the internal `serve`.
+//! And `headers`: a header sync from a local verack node, verack vs the nakamoto client.
 
 mod fanout;
 mod handshake;
+mod headers;
 mod machine;
 mod many_peers;
+mod markdown;
 mod process;
+mod regtest_chain;
 mod report;
 mod serve;
 mod throughput;
@@ -52,6 +57,13 @@ enum Command {
     ManyPeers(many_peers::Args),
     /// Time for a block announcement to reach every peer.
     Fanout(fanout::Args),
+    /// Time for a fresh verack node to sync regtest headers from a local verack node, vs nakamoto.
+    Headers(headers::Args),
+    /// Reads result JSON lines (from a file, or `-` for stdin) and prints the markdown tables.
+    Report {
+        /// The JSON-lines file the scenarios' output was collected in.
+        results: std::path::PathBuf,
+    },
     /// Internal: the verack server of `handshake`, `many-peers` and `fanout`, driven by stdin.
     #[command(hide = true)]
     Serve {
@@ -75,7 +87,9 @@ fn main() -> std::process::ExitCode {
             many_peers::run(&args).map(|rs| rs.iter().for_each(|r| r.emit()))
         }
         Command::Fanout(args) => fanout::run(&args).map(|rs| rs.iter().for_each(|r| r.emit())),
+        Command::Headers(args) => headers::run(&args).map(|rs| rs.iter().for_each(|r| r.emit())),
         Command::Serve { max_pending } => serve::run(max_pending),
+        Command::Report { results } => report_file(&results),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -84,4 +98,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the markdown tables for the result lines in `path` (non-JSON lines are skipped).
+fn report_file(path: &std::path::Path) -> std::io::Result<()> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path)?
+    };
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("scenario").is_some())
+        .collect();
+    print!("{}", markdown::tables(&results));
+    Ok(())
 }

@@ -350,7 +350,7 @@ impl Member {
     }
 }
 
-/// Starts a `serve` child and returns it, its address and its process id.
+/// Starts a `serve` child; returns it and its listening address.
 pub fn start_server() -> std::io::Result<(Helper, SocketAddr)> {
     let (helper, addr) = Helper::start_piped(&["serve".to_string()])?;
     let addr = addr.parse().map_err(std::io::Error::other)?;
@@ -506,4 +506,44 @@ fn one(rt: &tokio::runtime::Runtime, args: &Args) -> std::io::Result<Sample> {
         handshaked: hs.ok as f64,
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use tokio_util::sync::CancellationToken;
+    use verack::peer::{Direction, IgnoreMessages, PeerHandle};
+    use verack::server::{ConnectionKind, Server};
+
+    #[test]
+    fn fleet_handshakes_pings_and_receives_a_relayed_block() {
+        let rt = runtime().unwrap();
+        let _entered = rt.enter();
+        let server = Server::new(
+            crate::serve::config(64),
+            |_: &PeerHandle, _: ConnectionKind| IgnoreMessages,
+        );
+        let cancel = CancellationToken::new();
+        rt.block_on(server.start(cancel.clone())).unwrap();
+        let addr = server.local_addrs()[0];
+        let mut fleet = Fleet::start(rt.handle(), addr, Network::Regtest.magic(), 20, 8);
+        let hs = rt.block_on(fleet.handshakes(Duration::from_secs(10)));
+        assert_eq!(hs.ok, 20, "{:?}", hs.failures);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.count(Direction::Inbound) < 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let start = Instant::now();
+        fleet.set(Phase::Ping { start, rounds: 1 });
+        let rtts = rt.block_on(fleet.rtts(start + Duration::from_millis(1500)));
+        assert_eq!(rtts.len(), 20, "one pong per peer");
+        let hash = BlockHash::from_byte_array([7; 32]);
+        assert_eq!(server.relay_inventory(&[Inventory::Block(hash)], None), 20);
+        let arrivals = rt.block_on(fleet.blocks(hash, 20, Duration::from_secs(5)));
+        assert_eq!(arrivals.len(), 20);
+        assert!(fleet.lost.is_empty(), "{:?}", fleet.lost);
+        cancel.cancel();
+        rt.block_on(server.stopped()).unwrap();
+    }
 }

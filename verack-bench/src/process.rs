@@ -169,6 +169,27 @@ pub fn listen_overflows() -> Option<u64> {
     None
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released), for a
+/// child that must be told its port.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// CPU time (user + system), in seconds, of this process's children that have ended and been
+/// waited for (`getrusage(RUSAGE_CHILDREN)`); a difference around one child's wait is its CPU.
+pub fn children_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is valid, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for the duration of the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -421,7 +421,7 @@ impl Command {
         let mut first_named: Option<&str> = None;
         for arg in self.args {
             if let Some(value) = remaining.remove(arg.name) {
-                out.extend(std::iter::repeat(Value::Null).take(hole));
+                out.extend(std::iter::repeat_n(Value::Null, hole));
                 hole = 0;
                 first_named.get_or_insert(arg.name);
                 out.push(value);

@@ -787,7 +787,7 @@ fn disconnectnode(backend: &dyn RpcBackend, params: &[Value]) -> Result<Value, R
     let nodeid = param(params, 1);
     // An empty address with a node id selects by id: Core's documented way to give a
     // node id positionally.
-    let address_unset = address.map_or(true, |a| a.as_str() == Some(""));
+    let address_unset = address.is_none_or(|a| a.as_str() == Some(""));
     let found = match (address, nodeid) {
         (Some(addr), None) => backend.disconnect_node(DisconnectTarget::Address(
             addr.as_str().unwrap_or_default().to_string(),

@@ -219,33 +219,35 @@ async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::
     .await
 }
 
-/// Encodes and writes one message, flushing it (used by the handshake, where messages go
-/// one at a time).
-pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
+/// Encodes `msgs` and writes them with one `write_all` and a flush (used by the handshake,
+/// where each step sends one message or a few together), then counts each message.
+pub(crate) async fn write_messages<W: AsyncWrite + Unpin>(
     wr: &mut W,
     encoder: &mut FrameEncoder,
     magic: Magic,
     ctx: &PeerContext,
-    msg: &NetworkMessage,
+    msgs: &[NetworkMessage],
 ) -> io::Result<()> {
     let kind = match encoder {
         FrameEncoder::V1 => TransportKind::V1,
         FrameEncoder::V2 { .. } => TransportKind::V2,
     };
-    let frame: Bytes = encode_queued(kind, magic, msg)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let wire = match encoder {
-        FrameEncoder::V1 => frame,
-        FrameEncoder::V2 { .. } => {
-            let mut sealed =
-                BytesMut::with_capacity(frame.len() + crate::transport::PACKET_OVERHEAD);
-            encoder.seal_into(&frame, &mut sealed);
-            sealed.freeze()
-        }
-    };
+    let mut wire = BytesMut::new();
+    let mut ends = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let frame: Bytes = encode_queued(kind, magic, msg)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        encoder.seal_into(&frame, &mut wire);
+        ends.push(wire.len());
+    }
     wr.write_all(&wire).await?;
     wr.flush().await?;
-    ctx.record_written(msg.cmd(), &wire, Instant::now());
+    let now = Instant::now();
+    let mut start = 0;
+    for (msg, end) in msgs.iter().zip(ends) {
+        ctx.record_written(msg.cmd(), &wire[start..end], now);
+        start = end;
+    }
     Ok(())
 }
 

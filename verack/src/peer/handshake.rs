@@ -10,7 +10,7 @@ use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{read_frame, write_message, ReadError};
+use super::connection::{read_frame, write_messages, ReadError};
 use super::run::HandshakedPeer;
 use super::{BoxError, Direction, HandshakeError, Negotiated, Peer, RemoteFeatures};
 
@@ -99,16 +99,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 let remote = self.read_version().await?;
                 let version = self.check_version(&remote, on_version)?;
                 let (features, held) = self.read_until_verack(version).await?;
-                self.send_negotiation(version).await?;
-                self.send(NetworkMessage::Verack).await?;
+                let mut replies = self.negotiation(version);
+                replies.push(NetworkMessage::Verack);
+                self.send_all(&replies).await?;
                 self.negotiated(remote, version, local_nonce, features, held)
             }
             Direction::Inbound => {
                 let remote = self.read_version().await?;
                 let version = self.check_version(&remote, on_version)?;
-                self.send(self.our_version(local_nonce)).await?;
-                self.send_negotiation(version).await?;
-                self.send(NetworkMessage::Verack).await?;
+                // version, the feature negotiation and verack in one write (one syscall, one
+                // segment) rather than four.
+                let mut replies = vec![self.our_version(local_nonce)];
+                replies.extend(self.negotiation(version));
+                replies.push(NetworkMessage::Verack);
+                self.send_all(&replies).await?;
                 let (features, held) = self.read_until_verack(version).await?;
                 self.negotiated(remote, version, local_nonce, features, held)
             }
@@ -158,12 +162,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         Ok(remote.version.min(self.config.protocol_version))
     }
 
-    async fn send_negotiation(&mut self, version: u32) -> Result<(), HandshakeError> {
+    /// The feature negotiation sent between `version` and `verack` (BIP339 `wtxidrelay`,
+    /// BIP155 `sendaddrv2`) at protocol `version` 70016 and later.
+    fn negotiation(&self, version: u32) -> Vec<NetworkMessage> {
         if version >= WTXID_RELAY_VERSION {
-            self.send(NetworkMessage::WtxidRelay).await?;
-            self.send(NetworkMessage::SendAddrV2).await?;
+            vec![NetworkMessage::WtxidRelay, NetworkMessage::SendAddrV2]
+        } else {
+            Vec::new()
         }
-        Ok(())
     }
 
     async fn read_version(&mut self) -> Result<VersionMessage, HandshakeError> {
@@ -262,8 +268,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     async fn send(&mut self, msg: NetworkMessage) -> Result<(), HandshakeError> {
+        self.send_all(std::slice::from_ref(&msg)).await
+    }
+
+    async fn send_all(&mut self, msgs: &[NetworkMessage]) -> Result<(), HandshakeError> {
         let magic = self.config.network.magic();
-        Ok(write_message(&mut self.stream, &mut self.encoder, magic, &self.ctx, &msg).await?)
+        Ok(write_messages(&mut self.stream, &mut self.encoder, magic, &self.ctx, msgs).await?)
     }
 }
 

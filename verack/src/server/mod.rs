@@ -348,7 +348,7 @@ impl<H: PeerHandlers> Server<H> {
         }
         let mut listeners = Vec::new();
         for &addr in &self.inner.config.listen {
-            match TcpListener::bind(addr).await {
+            match listen(addr) {
                 Ok(l) => listeners.push(l),
                 Err(source) => {
                     self.inner.cancel.cancel();
@@ -742,4 +742,23 @@ fn listener_addr(listener: &TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// The listen backlog: connections the kernel queues before `accept` (Bitcoin Core passes
+/// `SOMAXCONN`, which Linux caps at `net.core.somaxconn`, 4096 by default). tokio's
+/// `TcpListener::bind` uses 128, which overflows under bursts of inbound connections and makes
+/// the dropped ones retry their SYN a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `addr` with address reuse (as `TcpListener::bind`) and a
+/// [`LISTEN_BACKLOG`]-deep queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
