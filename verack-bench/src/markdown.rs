@@ -105,7 +105,7 @@ mod tests {
         assert!(md.starts_with("Machine: X, 2 cores, 24.0 GiB, Linux 6; release build."));
         assert!(md.contains("| throughput | 61-byte inv | 1,234,567 messages/s | 4,000,000 messages/s (plain) | 0.31 | ≥ 1,000,000 messages/s | yes | 3 |"), "{md}");
         assert!(
-            md.contains("| many_peers | ping p99 | 12.5 ms | – | – | < 10.000 ms | **no** | 1 |"),
+            md.contains("| many_peers | ping p99 | 12.5 ms | – | – | < 10.0 ms | **no** | 1 |"),
             "{md}"
         );
     }
