@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use verack::peer::{IgnoreMessages, MessageHandler, Peer, PeerConfig, PeerHandle};
 use verack::wire::encode_frame;
 
-use crate::process::Helper;
+use crate::process::{self, Helper};
 use crate::report;
 
 /// What is streamed.
@@ -75,9 +75,11 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
         let count = ((base_count as f64 * scale) as u64).max(10);
         let mut verack = Vec::new();
         let mut baseline = Vec::new();
+        let mut cpu = Vec::new();
         for _ in 0..runs {
             for mode in [Mode::Verack, Mode::Baseline] {
-                let secs = one(case, mode, count)?;
+                let (secs, load) = one(case, mode, count)?;
+                cpu.push(json!({ "mode": name(mode), "cores_used": load }));
                 let per_second = (count - 1) as f64 / secs;
                 let value = match case {
                     Case::Big => per_second * BIG_PAYLOAD as f64 / 1e6,
@@ -101,15 +103,20 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
             baseline: Some(("plain TCP, checksum only".into(), baseline)),
             target,
             higher_is_better: true,
-            extra: json!({ "messages_per_run": count }),
+            extra: json!({
+                "messages_per_run": count,
+                "cores_used_note": "CPU seconds / wall seconds of the sending and receiving processes over a run (2 = both cores busy)",
+                "cores_used": cpu,
+            }),
         });
     }
     Ok(results)
 }
 
 /// One timed stream: starts the receiving child, sends `count` messages, returns the seconds
-/// the receiver measured from its first to its last message.
-fn one(case: Case, mode: Mode, count: u64) -> std::io::Result<f64> {
+/// the receiver measured from its first to its last message, and the cores each process kept
+/// busy meanwhile (`{"sender": cpu/wall, "receiver": cpu/wall}`).
+fn one(case: Case, mode: Mode, count: u64) -> std::io::Result<(f64, serde_json::Value)> {
     let args = [
         "recv".to_string(),
         format!("--mode={}", name(mode)),
@@ -118,14 +125,25 @@ fn one(case: Case, mode: Mode, count: u64) -> std::io::Result<f64> {
     ];
     let (mut helper, addr) = Helper::start(&args)?;
     let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let messages: Vec<NetworkMessage> = match mode {
+        Mode::Verack => (0..count).map(|i| message(case, i)).collect(),
+        Mode::Baseline => Vec::new(),
+    };
+    let me = std::process::id();
+    let (cpu_before, started) = (process::cpu_seconds(me).unwrap_or(0.0), Instant::now());
     match mode {
         Mode::Baseline => send_plain(addr, case, count)?,
-        Mode::Verack => runtime("sender").block_on(send_verack(addr, case, count))?,
+        Mode::Verack => runtime("sender").block_on(send_verack(addr, messages))?,
     }
     let result = helper.next_json()?;
-    result["seconds"]
+    let sender =
+        (process::cpu_seconds(me).unwrap_or(0.0) - cpu_before) / started.elapsed().as_secs_f64();
+    let seconds = result["seconds"]
         .as_f64()
-        .ok_or_else(|| std::io::Error::other(format!("receiver said {result}")))
+        .ok_or_else(|| std::io::Error::other(format!("receiver said {result}")))?;
+    let receiver = result["cpu_seconds"].as_f64().unwrap_or(0.0)
+        / result["wall_seconds"].as_f64().unwrap_or(1.0);
+    Ok((seconds, json!({ "sender": sender, "receiver": receiver })))
 }
 
 fn name(mode: Mode) -> &'static str {
@@ -164,10 +182,15 @@ fn send_plain(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends `count` messages of `case` built before connecting (as the plain sender's frames
-/// are), so the time is verack's: encoding, queueing, writing.
-async fn send_verack(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
-    let messages: Vec<NetworkMessage> = (0..count).map(|i| message(case, i)).collect();
+/// Sends `messages`, built before connecting (as the plain sender's frames are), so the time
+/// is verack's: encoding, queueing, writing.
+async fn send_verack(addr: SocketAddr, messages: Vec<NetworkMessage>) -> std::io::Result<()> {
+    let count = messages.len() as u64;
+    let case = if matches!(messages.first(), Some(NetworkMessage::Inv(_))) {
+        Case::Inv
+    } else {
+        Case::Big
+    };
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let cancel = CancellationToken::new();
@@ -215,11 +238,18 @@ async fn send_verack(addr: SocketAddr, case: Case, count: u64) -> std::io::Resul
 pub fn receive(mode: Mode, case: Case, count: u64) -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     println!("READY {}", listener.local_addr()?);
+    let me = std::process::id();
+    let (cpu_before, started) = (process::cpu_seconds(me).unwrap_or(0.0), Instant::now());
     let seconds = match mode {
         Mode::Baseline => receive_plain(listener, count)?,
         Mode::Verack => runtime("receiver").block_on(receive_verack(listener, case, count))?,
     };
-    println!("{}", json!({ "seconds": seconds }));
+    let cpu_seconds = process::cpu_seconds(me).unwrap_or(0.0) - cpu_before;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "seconds": seconds, "cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds })
+    );
     Ok(())
 }
 

@@ -127,6 +127,12 @@ impl Shared {
         winner
     }
 
+    /// Whether a disconnect was decided: one atomic load (the reason is set before `stop` is
+    /// cancelled), cheaper than `CancellationToken::is_cancelled`, which takes a lock.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
     pub(crate) fn reason(&self) -> Option<DisconnectReason> {
         self.reason.get().cloned()
     }
@@ -137,7 +143,7 @@ impl Shared {
         msg: &NetworkMessage,
         sent: Option<oneshot::Sender<()>>,
     ) -> Result<(), SendError> {
-        if self.stop.is_cancelled() {
+        if self.is_stopping() {
             return Err(SendError::Disconnected);
         }
         match msg {
@@ -288,7 +294,7 @@ impl PeerHandle {
         &self,
         items: impl IntoIterator<Item = Inventory>,
     ) -> Result<(), SendError> {
-        if self.shared.stop.is_cancelled() {
+        if self.shared.is_stopping() {
             return Err(SendError::Disconnected);
         }
         let now = Instant::now();
@@ -505,7 +511,7 @@ impl PeerHandle {
 
     /// Whether the peer has decided to disconnect (it may still be closing).
     pub fn is_disconnected(&self) -> bool {
-        self.shared.stop.is_cancelled()
+        self.shared.is_stopping()
     }
 
     /// Why the peer disconnected, once it has.

@@ -1,11 +1,11 @@
 //! Inventory announcement: the known-inventory filter and Poisson trickling, as pure
 //! structures (Core's `m_tx_inventory_known_filter` and `NextInvToInbounds`/`rand_exp_duration`).
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use bitcoin::hashes::Hash;
 use bitcoin::p2p::message_blockdata::Inventory;
 use tokio::time::Instant;
 
@@ -26,40 +26,94 @@ pub(crate) fn is_block(inv: &Inventory) -> bool {
 /// Items the remote is known to have, bounded: two generations of keyed 64-bit fingerprints;
 /// when the current one holds half the capacity it becomes the previous one and the oldest
 /// generation is forgotten. The key is random per peer, so a remote cannot craft colliding
-/// items. Memory grows with use (nothing is allocated for an idle peer).
+/// items. Memory grows with use (nothing is allocated for an idle peer); a generation that
+/// filled once is re-created at its full size, so a busy peer does not rehash as it refills.
 #[derive(Debug)]
 pub(crate) struct KnownInventory {
     capacity: usize,
-    hasher: RandomState,
-    current: HashSet<u64>,
-    previous: HashSet<u64>,
+    key: [u64; 5],
+    current: HashSet<u64, BuildHasherDefault<Fingerprint>>,
+    previous: HashSet<u64, BuildHasherDefault<Fingerprint>>,
 }
 
 impl KnownInventory {
     pub(crate) fn new(capacity: usize) -> KnownInventory {
         KnownInventory {
             capacity: capacity.max(2),
-            hasher: RandomState::new(),
-            current: HashSet::new(),
-            previous: HashSet::new(),
+            key: rand::random(),
+            current: HashSet::default(),
+            previous: HashSet::default(),
         }
     }
 
+    /// The item's keyed 64-bit fingerprint: a multilinear hash (NH, as in UMAC) of its type and
+    /// 32-byte hash under the per-peer random key, finished with a multiply-xorshift. Without
+    /// the key a remote cannot choose items that collide.
+    fn fingerprint(&self, inv: &Inventory) -> u64 {
+        let (kind, hash) = inventory_parts(inv);
+        let word = |i: usize| u64::from_le_bytes(hash[i * 8..i * 8 + 8].try_into().expect("8"));
+        let k = &self.key;
+        let nh = |a: u64, ka: u64, b: u64, kb: u64| {
+            (a.wrapping_add(ka) as u128).wrapping_mul(b.wrapping_add(kb) as u128)
+        };
+        let sum = nh(word(0), k[0], word(1), k[1])
+            .wrapping_add(nh(word(2), k[2], word(3), k[3]))
+            .wrapping_add(u128::from(kind ^ k[4]));
+        let mut x = (sum as u64) ^ ((sum >> 64) as u64);
+        x ^= x >> 32;
+        x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^ (x >> 29)
+    }
+
     pub(crate) fn contains(&self, inv: &Inventory) -> bool {
-        let key = self.hasher.hash_one(inv);
+        let key = self.fingerprint(inv);
         self.current.contains(&key) || self.previous.contains(&key)
     }
 
     /// Remembers `inv`; returns `false` if it was already known.
     pub(crate) fn insert(&mut self, inv: &Inventory) -> bool {
-        let key = self.hasher.hash_one(inv);
+        let key = self.fingerprint(inv);
         if self.previous.contains(&key) || !self.current.insert(key) {
             return false;
         }
         if self.current.len() >= self.capacity / 2 {
-            self.previous = std::mem::take(&mut self.current);
+            let full = HashSet::with_capacity_and_hasher(self.capacity / 2, Default::default());
+            self.previous = std::mem::replace(&mut self.current, full);
         }
         true
+    }
+}
+
+/// The inventory type as a number and the 32-byte hash it names.
+fn inventory_parts(inv: &Inventory) -> (u64, [u8; 32]) {
+    match inv {
+        Inventory::Error => (0, [0; 32]),
+        Inventory::Transaction(t) => (1, t.to_byte_array()),
+        Inventory::Block(b) => (2, b.to_byte_array()),
+        Inventory::CompactBlock(b) => (4, b.to_byte_array()),
+        Inventory::WTx(w) => (5, w.to_byte_array()),
+        Inventory::WitnessTransaction(t) => (0x4000_0001, t.to_byte_array()),
+        Inventory::WitnessBlock(b) => (0x4000_0002, b.to_byte_array()),
+        Inventory::Unknown { inv_type, hash } => (u64::from(*inv_type) | 1 << 40, *hash),
+    }
+}
+
+/// The hasher of the fingerprint sets: the keys are already keyed, well-mixed hashes, so it
+/// passes them through.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Fingerprint(u64);
+
+impl Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -150,6 +204,30 @@ mod tests {
             .sum::<f64>()
             / n as f64;
         assert!((avg - 5.0).abs() < 0.05, "average {avg}");
+    }
+
+    #[test]
+    fn structured_items_do_not_collide_and_kinds_are_distinct() {
+        // Items differing in one byte of one word, or only in type, as a remote could choose.
+        let mut k = KnownInventory::new(200_000);
+        for word in 0..4 {
+            for i in 1..=5_000u32 {
+                let mut h = [0u8; 32];
+                h[word * 8..word * 8 + 4].copy_from_slice(&i.to_le_bytes());
+                let id = bitcoin::Txid::from_byte_array(h);
+                assert!(
+                    k.insert(&Inventory::Transaction(id)),
+                    "word {word} item {i}"
+                );
+                let wtx = Inventory::WitnessTransaction(id);
+                assert!(
+                    !k.contains(&wtx) && k.insert(&wtx),
+                    "type is part of the key"
+                );
+            }
+        }
+        assert_eq!(k.current.len(), 2 * 4 * 5_000);
+        assert!(k.previous.is_empty());
     }
 
     #[test]
