@@ -9,6 +9,7 @@
 mod fanout;
 mod handshake;
 mod headers;
+mod heap;
 mod machine;
 mod many_peers;
 mod markdown;
@@ -19,6 +20,9 @@ mod serve;
 mod throughput;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 #[derive(Parser)]
 #[command(version, about)]

@@ -448,6 +448,7 @@ fn one(rt: &tokio::runtime::Runtime, args: &Args) -> std::io::Result<Sample> {
     let pid = server.pid();
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = process::rss_bytes(pid).unwrap_or(0);
+    let heap_before = server.request("count")?["heap_bytes"].as_i64().unwrap_or(0);
     let magic = Network::Regtest.magic();
     let overflows = process::listen_overflows();
     let mut fleet = Fleet::start(rt.handle(), addr, magic, args.peers, args.in_flight);
@@ -464,6 +465,7 @@ fn one(rt: &tokio::runtime::Runtime, args: &Args) -> std::io::Result<Sample> {
     let admitted = wait_admitted(&mut server, hs.ok, Duration::from_secs(5))?;
     std::thread::sleep(SETTLE);
     let rss_after = process::rss_bytes(pid).unwrap_or(0);
+    let heap_after = server.request("count")?["heap_bytes"].as_i64().unwrap_or(0);
     let (_, idle_cpu) = cpu_percent(pid, || {
         std::thread::sleep(Duration::from_secs_f64(args.idle_secs))
     });
@@ -490,6 +492,7 @@ fn one(rt: &tokio::runtime::Runtime, args: &Args) -> std::io::Result<Sample> {
         "lost": fleet.lost,
         "rss_before_bytes": rss_before,
         "rss_after_bytes": rss_after,
+        "heap_per_peer_bytes": (heap_after - heap_before) as f64 / hs.ok.max(1) as f64,
         "pings_sent": expected_pings,
         "pongs_timed": rtts.len(),
         "server_cpu_during_pings_percent": ping_cpu,

@@ -53,6 +53,7 @@ pub fn config(max_pending: usize) -> ServerConfig {
 /// Child role: runs the server on a two-worker runtime until `quit` or EOF on stdin.
 pub fn run(max_pending: usize) -> std::io::Result<()> {
     process::raise_fd_limit();
+    crate::heap::enable();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("serve")
@@ -91,6 +92,7 @@ fn command<H: verack::server::PeerHandlers>(server: &Server<H>, line: &str) -> O
         Some("count") => json!({
             "inbound": server.count(verack::peer::Direction::Inbound),
             "pending": server.pending_handshakes(),
+            "heap_bytes": crate::heap::live_bytes(),
         }),
         Some("relay") => {
             let hash = match words.next().map(BlockHash::from_str) {

@@ -13,7 +13,7 @@ use bitcoin::p2p::ServiceFlags;
 use bitcoin::BlockHash;
 use bytes::Bytes;
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,7 @@ use super::connection::PeerContext;
 use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
 use super::push::{select_addresses, MAX_ADDR_TO_SEND};
+use super::queue::Queue;
 use super::stall::StallTracker;
 use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
@@ -54,9 +55,9 @@ pub(crate) struct State {
 /// Everything a running peer's tasks and handles share.
 pub(crate) struct Shared {
     pub(crate) ctx: Arc<PeerContext>,
-    pub(crate) config: PeerConfig,
+    pub(crate) config: Arc<PeerConfig>,
     pub(crate) negotiated: Negotiated,
-    outbox: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) outbox: Queue<Outgoing>,
     pub(crate) queued_bytes: AtomicUsize,
     state: Mutex<State>,
     last_block_height: AtomicI32,
@@ -76,9 +77,8 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         ctx: Arc<PeerContext>,
-        config: PeerConfig,
+        config: Arc<PeerConfig>,
         negotiated: Negotiated,
-        outbox: mpsc::UnboundedSender<Outgoing>,
     ) -> Shared {
         let now = Instant::now();
         let trickle_mean = match ctx.direction {
@@ -102,7 +102,7 @@ impl Shared {
             ctx,
             config,
             negotiated,
-            outbox,
+            outbox: Queue::new(),
             queued_bytes: AtomicUsize::new(0),
             state: Mutex::new(state),
             wake: Notify::new(),
@@ -187,12 +187,15 @@ impl Shared {
             return Err(SendError::QueueFull { queued });
         }
         self.outbox
-            .send(Outgoing {
+            .push(Outgoing {
                 frame,
                 command: msg.command(),
                 sent,
             })
-            .map_err(|_| SendError::Disconnected)
+            .map_err(|_| {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                SendError::Disconnected
+            })
     }
 
     fn ctx_magic(&self) -> bitcoin::p2p::Magic {

@@ -70,6 +70,7 @@ mod negotiated;
 mod nonce;
 mod ping;
 mod push;
+mod queue;
 mod receive;
 mod run;
 mod stall;
@@ -157,7 +158,7 @@ pub struct Peer<S> {
     /// Raw bytes read from the socket during transport setup (for the v1 fallback hint).
     setup_bytes_read: usize,
     ctx: Arc<PeerContext>,
-    config: PeerConfig,
+    config: Arc<PeerConfig>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
@@ -165,7 +166,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     ///
     /// Inbound peers detect v1 or v2 (unless [`V2Mode::Off`]); outbound peers choose as
     /// [`Peer::outbound`] does.
-    pub fn new(stream: S, direction: Direction, remote: SocketAddr, config: PeerConfig) -> Peer<S> {
+    ///
+    /// `config` is a [`PeerConfig`] or an `Arc` of one: peers may share one configuration
+    /// (a [`Server`](crate::server::Server) does), which saves its ~330 bytes per peer.
+    pub fn new(
+        stream: S,
+        direction: Direction,
+        remote: SocketAddr,
+        config: impl Into<Arc<PeerConfig>>,
+    ) -> Peer<S> {
+        let config = config.into();
         let plan = match direction {
             Direction::Inbound if config.v2.enabled() => Plan::Detect,
             Direction::Inbound => Plan::V1,
@@ -178,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         stream: S,
         direction: Direction,
         remote: SocketAddr,
-        config: PeerConfig,
+        config: Arc<PeerConfig>,
         plan: Plan,
     ) -> Peer<S> {
         let ctx = PeerContext {
@@ -207,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     /// [`V1OnlyCache`]) or [`V2Mode::Only`]; v1 otherwise, so with the default
     /// [`V2Mode::IfAdvertised`] this is a v1 connection. After a
     /// [`HandshakeError::V2RetryV1`], calling this again for the same address gives v1.
-    pub fn outbound(stream: S, remote: SocketAddr, config: PeerConfig) -> Peer<S> {
+    pub fn outbound(stream: S, remote: SocketAddr, config: impl Into<Arc<PeerConfig>>) -> Peer<S> {
         Peer::new(stream, Direction::Outbound, remote, config)
     }
 
@@ -220,9 +230,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     pub fn outbound_with_services(
         stream: S,
         remote: SocketAddr,
-        config: PeerConfig,
+        config: impl Into<Arc<PeerConfig>>,
         remote_services: ServiceFlags,
     ) -> Peer<S> {
+        let config = config.into();
         let plan = outbound_plan(&config, remote, Some(remote_services));
         Peer::with_plan(stream, Direction::Outbound, remote, config, plan)
     }
@@ -234,9 +245,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     pub fn outbound_with_transport(
         stream: S,
         remote: SocketAddr,
-        config: PeerConfig,
+        config: impl Into<Arc<PeerConfig>>,
         transport: TransportKind,
     ) -> Peer<S> {
+        let config = config.into();
         let plan = match transport {
             TransportKind::V1 => Plan::V1,
             TransportKind::V2 => Plan::V2Initiator,
@@ -255,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     /// A peer over a connection `remote` opened to us.
-    pub fn inbound(stream: S, remote: SocketAddr, config: PeerConfig) -> Peer<S> {
+    pub fn inbound(stream: S, remote: SocketAddr, config: impl Into<Arc<PeerConfig>>) -> Peer<S> {
         Peer::new(stream, Direction::Inbound, remote, config)
     }
 

@@ -21,7 +21,6 @@ use bitcoin::p2p::message::NetworkMessage;
 use bytes::BytesMut;
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,7 @@ use super::handle::{Outgoing, PeerHandle, Shared};
 use super::handshake::Exchange;
 use super::hooks::MessageHandler;
 use super::ping::{PingAction, BIP31_VERSION};
+use super::queue::Queue;
 use super::receive::{on_received, Delivery};
 use super::{Direction, DisconnectReason, Negotiated, Peer, PeerId};
 
@@ -58,7 +58,6 @@ pub struct HandshakedPeer<S> {
     decoder: FrameDecoder,
     encoder: FrameEncoder,
     shared: Arc<Shared>,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
     /// Messages held during the handshake, with their wire sizes.
     held: Vec<NetworkMessage>,
     _closed: ClosedGuard,
@@ -86,8 +85,7 @@ impl<S> fmt::Debug for HandshakedPeer<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
     pub(crate) fn start(peer: Peer<S>, exchange: Exchange) -> HandshakedPeer<S> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(peer.ctx, peer.config, exchange.negotiated, tx));
+        let shared = Arc::new(Shared::new(peer.ctx, peer.config, exchange.negotiated));
         tracing::debug!(
             peer = shared.ctx.id.0,
             remote = %shared.ctx.remote,
@@ -103,7 +101,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             encoder: peer.encoder,
             _closed: ClosedGuard(shared.clone()),
             shared,
-            outbox: rx,
             held: exchange.held,
         }
     }
@@ -153,14 +150,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             mut decoder,
             mut encoder,
             shared,
-            mut outbox,
             held,
             _closed,
         } = self;
-        let (to_handler, from_reader) = mpsc::unbounded_channel::<Batch>();
+        let to_handler = Arc::new(Queue::<Batch>::new());
         let handler_task = AbortOnDrop(tokio::spawn(handler_loop(
             handler,
-            from_reader,
+            to_handler.clone(),
             PeerHandle {
                 shared: shared.clone(),
             },
@@ -174,17 +170,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
             _ = shared.stop.cancelled() => DisconnectReason::LocalRequest,
             _ = cancel.cancelled() => DisconnectReason::Cancelled,
             r = read_loop(held, &mut rd, &mut read_buf, &mut decoder, &shared, &to_handler) => r,
-            r = write_loop(&mut wr, &mut outbox, &mut encoder, &shared) => r,
+            r = write_loop(&mut wr, &mut encoder, &shared) => r,
             r = timer_loop(&shared) => r,
         };
         let reason = shared.disconnect_with(decided);
         tracing::debug!(peer = shared.ctx.id.0, remote = %shared.ctx.remote, %reason, "disconnecting");
 
-        drop(to_handler);
+        to_handler.close(); // the handler drains what was delivered, then ends
         let mut stream = rd.unsplit(wr);
-        let _ = timeout(SHUTDOWN_GRACE, stream.shutdown()).await;
+        let _ = Box::pin(timeout(SHUTDOWN_GRACE, stream.shutdown())).await;
         drop(stream);
-        drop(outbox); // pending send_and_wait calls now fail
+        shared.outbox.close_and_clear(); // pending send_and_wait calls now fail
         handler_task.join().await;
         drop(_closed);
         reason
@@ -220,12 +216,15 @@ type Batch = Vec<(NetworkMessage, usize)>;
 
 async fn handler_loop<H: MessageHandler>(
     mut handler: H,
-    mut batches: mpsc::UnboundedReceiver<Batch>,
+    batches: Arc<Queue<Batch>>,
     peer: PeerHandle,
 ) {
-    while let Some(batch) = batches.recv().await {
+    while let Some(batch) = batches.pop().await {
         for (message, size) in batch {
-            handler.on_message(&peer, message).await;
+            // Boxed: a handler's future (the default dispatch over every message kind is about
+            // a kilobyte) exists only while a message is handled, not for the life of every
+            // idle peer's task.
+            Box::pin(handler.on_message(&peer, message)).await;
             peer.shared
                 .handler_backlog
                 .fetch_sub(size, Ordering::SeqCst);
@@ -254,15 +253,12 @@ fn process(
     Ok(())
 }
 
-fn deliver(
-    batch: &mut Batch,
-    to_handler: &mpsc::UnboundedSender<Batch>,
-) -> Result<(), DisconnectReason> {
+fn deliver(batch: &mut Batch, to_handler: &Queue<Batch>) -> Result<(), DisconnectReason> {
     if batch.is_empty() {
         return Ok(());
     }
     to_handler
-        .send(std::mem::take(batch))
+        .push(std::mem::take(batch))
         .map_err(|_| DisconnectReason::LocalRequest)
 }
 
@@ -272,7 +268,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     decoder: &mut FrameDecoder,
     shared: &Shared,
-    to_handler: &mpsc::UnboundedSender<Batch>,
+    to_handler: &Queue<Batch>,
 ) -> DisconnectReason {
     // Messages held during the handshake go first, through the same rules (a held `ping` is
     // answered). They were counted when read; they are small, so backpressure ignores them.
@@ -380,7 +376,6 @@ async fn wait_for_handler(shared: &Shared) {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    outbox: &mut mpsc::UnboundedReceiver<Outgoing>,
     encoder: &mut FrameEncoder,
     shared: &Shared,
 ) -> DisconnectReason {
@@ -388,27 +383,27 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut coalesced = BytesMut::new();
     let mut spans: Vec<Range<usize>> = Vec::new();
     loop {
-        let Some(first) = outbox.recv().await else {
-            // `Shared` holds the sender, so this is unreachable while the peer runs.
+        let Some(first) = shared.outbox.pop().await else {
+            // The outbox is closed only after the run ends, so this is unreachable while it runs.
             return DisconnectReason::LocalRequest;
         };
         let mut bytes = first.frame.len();
         batch.push(first);
-        while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_FRAMES {
-            match outbox.try_recv() {
-                Ok(next) => {
-                    bytes += next.frame.len();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut frames = 1;
+        shared.outbox.drain_into(&mut batch, |next| {
+            frames += 1;
+            bytes += next.frame.len();
+            bytes <= MAX_BATCH_BYTES && frames <= MAX_BATCH_FRAMES
+        });
+        let bytes: usize = batch.iter().map(|out| out.frame.len()).sum();
         let after = shared.config.write_timeout
             + Duration::from_secs((bytes / WRITE_BYTES_PER_SECOND_OF_DEADLINE) as u64);
-        let written = timeout(
+        // Boxed: the write and its deadline exist only while writing, so an idle peer's run
+        // future does not carry their space (one allocation per batch, beside a syscall).
+        let written = Box::pin(timeout(
             after,
             write_batch(wr, &batch, encoder, &mut coalesced, &mut spans),
-        )
+        ))
         .await;
         let overhead = match written {
             Err(_) => return DisconnectReason::WriteTimeout { bytes, after },
@@ -434,7 +429,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         // Keep the coalescing buffer only while more is queued: an idle peer holds none, and
         // a burst never leaves more than MAX_RETAINED_WRITE_BUFFER behind.
-        if outbox.is_empty() || coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
+        if shared.outbox.is_empty() || coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
             coalesced = BytesMut::new();
         }
     }

@@ -77,7 +77,9 @@ pub use misbehaviour::misbehaviour_score;
 pub use registry::{AdmissionRules, Established, Refusal, Registry};
 
 use crate::netgroup::is_local;
-use crate::peer::{Direction, MessageHandler, PeerHandle, PeerId, PeerStats, SendError};
+use crate::peer::{
+    Direction, MessageHandler, PeerConfig, PeerHandle, PeerId, PeerStats, SendError,
+};
 
 /// Seed nodes are asked for addresses while the address source knows fewer than this (Core
 /// adds fixed seeds while its address manager is empty; a few more keeps small test networks
@@ -146,6 +148,10 @@ pub(crate) type Entry = PeerHandle;
 
 pub(crate) struct Inner<H> {
     pub(crate) config: ServerConfig,
+    /// `config.peer`, shared by every peer (one copy, not one per peer), and the same with
+    /// `relay` off for block-relay-only connections.
+    pub(crate) peer_config: Arc<PeerConfig>,
+    pub(crate) block_relay_config: Arc<PeerConfig>,
     pub(crate) handlers: H,
     pub(crate) dialer: Box<dyn Dialer>,
     pub(crate) source: Box<dyn AddressSource>,
@@ -295,6 +301,11 @@ impl<H: PeerHandlers> Server<H> {
         Server {
             inner: Arc::new(Inner {
                 pending_slots: Arc::new(Semaphore::new(config.max_pending_handshakes)),
+                peer_config: Arc::new(config.peer.clone()),
+                block_relay_config: Arc::new(PeerConfig {
+                    relay: false,
+                    ..config.peer.clone()
+                }),
                 config,
                 handlers,
                 dialer: Box::new(TcpDialer),

@@ -64,10 +64,11 @@ pub(crate) async fn serve<H: PeerHandlers>(
     } else {
         Direction::Outbound
     };
-    let mut config = inner.config.peer.clone();
-    if kind == ConnectionKind::BlockRelayOnly {
-        config.relay = false;
-    }
+    let config = if kind == ConnectionKind::BlockRelayOnly {
+        inner.block_relay_config.clone()
+    } else {
+        inner.peer_config.clone()
+    };
     // BIP324: v2 when the remote is known to advertise it (the peer's V2Mode decides). Unlike
     // Core, manual connections do not try v2 blindly: some v1-only implementations (bcoin)
     // ban an address that sends them a v2 key, so the v1 re-dial would be refused.
@@ -77,9 +78,9 @@ pub(crate) async fn serve<H: PeerHandlers>(
         }
         _ => Peer::new(stream, direction, addr, config),
     };
-    let handshake = peer
-        .handshake(&inner.cancel, |_| Ok::<(), BoxError>(()))
-        .await;
+    // Boxed: the handshake's state is freed once it ends instead of staying part of this
+    // task's future (sized for its largest state) for the peer's whole life.
+    let handshake = Box::pin(peer.handshake(&inner.cancel, |_| Ok::<(), BoxError>(()))).await;
     drop(slot);
     let peer = match handshake {
         Ok(peer) => peer,
@@ -122,10 +123,10 @@ pub(crate) async fn serve<H: PeerHandlers>(
                 seed: addr,
             };
             // Dropping the run on timeout closes the connection and ends its tasks.
-            let _ = tokio::time::timeout(
+            let _ = Box::pin(tokio::time::timeout(
                 ADDR_FETCH_TIMEOUT,
                 peer.run(fetch, inner.cancel.child_token()),
-            )
+            ))
             .await;
         }
         return Ok(None);
