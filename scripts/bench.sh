@@ -29,6 +29,7 @@ run() {
 }
 
 run throughput --runs "$runs" --scale "$scale"
+run throughput --runs "$runs" --scale "$scale" --keep-freed-memory
 run handshake --runs "$runs"
 run many-peers --peers "$peers"
 run headers --runs "$runs" --headers "$headers"

@@ -44,6 +44,10 @@ enum Command {
         /// Only this case (default: both).
         #[arg(long, value_enum)]
         case: Option<throughput::Case>,
+        /// Both processes keep freed memory for reuse (glibc `mallopt`; see
+        /// `process::keep_freed_memory`); results are labelled so.
+        #[arg(long)]
+        keep_freed_memory: bool,
     },
     /// Internal: the receiving process of `throughput`.
     #[command(hide = true)]
@@ -54,6 +58,8 @@ enum Command {
         case: throughput::Case,
         #[arg(long)]
         count: u64,
+        #[arg(long)]
+        keep_freed_memory: bool,
     },
     /// Handshakes per second and their latency against a verack server child or any node.
     Handshake(handshake::Args),
@@ -80,10 +86,24 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Throughput { runs, scale, case } => {
-            throughput::run(runs, scale, case).map(|results| results.iter().for_each(|r| r.emit()))
+        Command::Throughput {
+            runs,
+            scale,
+            case,
+            keep_freed_memory,
+        } => throughput::run(runs, scale, case, keep_freed_memory)
+            .map(|results| results.iter().for_each(|r| r.emit())),
+        Command::Recv {
+            mode,
+            case,
+            count,
+            keep_freed_memory,
+        } => {
+            if keep_freed_memory {
+                process::keep_freed_memory();
+            }
+            throughput::receive(mode, case, count)
         }
-        Command::Recv { mode, case, count } => throughput::receive(mode, case, count),
         Command::Handshake(args) => {
             handshake::run(&args).map(|rs| rs.iter().for_each(|r| r.emit()))
         }

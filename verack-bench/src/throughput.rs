@@ -39,6 +39,9 @@ pub enum Mode {
     Verack,
     /// Plain sockets: pre-encoded frames written in bulk; the reader checks each checksum.
     Baseline,
+    /// As `Baseline`, but the writer also computes each frame's checksum before writing it,
+    /// as any v1 sender of new messages must (a second reference, not the target's baseline).
+    BaselineSenderChecksum,
 }
 
 const BIG_PAYLOAD: usize = 1_000_000;
@@ -66,7 +69,18 @@ fn peer_config() -> PeerConfig {
 
 /// Runs both cases `runs` times, verack and baseline interleaved; `scale` multiplies the
 /// message counts (1.0: 400 × 1 MB, 2,000,000 `inv`); `only` picks one case.
-pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<report::Result>> {
+///
+/// With `keep_freed_memory`, both processes tune glibc to reuse freed memory
+/// ([`process::keep_freed_memory`]) and the case names say so.
+pub fn run(
+    runs: usize,
+    scale: f64,
+    only: Option<Case>,
+    keep_freed_memory: bool,
+) -> std::io::Result<Vec<report::Result>> {
+    if keep_freed_memory {
+        process::keep_freed_memory();
+    }
     let mut results = Vec::new();
     for (case, base_count) in [(Case::Big, 400u64), (Case::Inv, 2_000_000)] {
         if only.is_some_and(|c| c != case) {
@@ -75,10 +89,11 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
         let count = ((base_count as f64 * scale) as u64).max(10);
         let mut verack = Vec::new();
         let mut baseline = Vec::new();
+        let mut both_checksum = Vec::new();
         let mut cpu = Vec::new();
         for _ in 0..runs {
-            for mode in [Mode::Verack, Mode::Baseline] {
-                let (secs, load) = one(case, mode, count)?;
+            for mode in [Mode::Verack, Mode::Baseline, Mode::BaselineSenderChecksum] {
+                let (secs, load) = one(case, mode, count, keep_freed_memory)?;
                 cpu.push(json!({ "mode": name(mode), "cores_used": load }));
                 let per_second = (count - 1) as f64 / secs;
                 let value = match case {
@@ -88,6 +103,7 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
                 match mode {
                     Mode::Verack => verack.push(value),
                     Mode::Baseline => baseline.push(value),
+                    Mode::BaselineSenderChecksum => both_checksum.push(value),
                 }
             }
         }
@@ -95,9 +111,15 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
             Case::Big => ("1 MB messages", "MB/s", None),
             Case::Inv => ("61-byte inv", "messages/s", Some(1_000_000.0)),
         };
+        let name = if keep_freed_memory {
+            format!("{name}, malloc keeps freed memory")
+        } else {
+            format!("{name}, glibc malloc defaults")
+        };
+        let verack_median = report::median(&verack);
         results.push(report::Result {
             scenario: "throughput",
-            case: name.into(),
+            case: name,
             unit,
             verack,
             baseline: Some(("plain TCP, checksum only".into(), baseline)),
@@ -105,6 +127,9 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
             higher_is_better: true,
             extra: json!({
                 "messages_per_run": count,
+                "plain_tcp_both_ends_checksum": report::median(&both_checksum),
+                "plain_tcp_both_ends_checksum_samples": both_checksum,
+                "ratio_to_both_ends_checksum": verack_median / report::median(&both_checksum),
                 "cores_used_note": "CPU seconds / wall seconds of the sending and receiving processes over a run (2 = both cores busy)",
                 "cores_used": cpu,
             }),
@@ -116,23 +141,32 @@ pub fn run(runs: usize, scale: f64, only: Option<Case>) -> std::io::Result<Vec<r
 /// One timed stream: starts the receiving child, sends `count` messages, returns the seconds
 /// the receiver measured from its first to its last message, and the cores each process kept
 /// busy meanwhile (`{"sender": cpu/wall, "receiver": cpu/wall}`).
-fn one(case: Case, mode: Mode, count: u64) -> std::io::Result<(f64, serde_json::Value)> {
-    let args = [
+fn one(
+    case: Case,
+    mode: Mode,
+    count: u64,
+    keep_freed_memory: bool,
+) -> std::io::Result<(f64, serde_json::Value)> {
+    let mut args = vec![
         "recv".to_string(),
         format!("--mode={}", name(mode)),
         format!("--case={}", if case == Case::Big { "big" } else { "inv" }),
         format!("--count={count}"),
     ];
+    if keep_freed_memory {
+        args.push("--keep-freed-memory".into());
+    }
     let (mut helper, addr) = Helper::start(&args)?;
     let addr: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
     let messages: Vec<NetworkMessage> = match mode {
         Mode::Verack => (0..count).map(|i| message(case, i)).collect(),
-        Mode::Baseline => Vec::new(),
+        Mode::Baseline | Mode::BaselineSenderChecksum => Vec::new(),
     };
     let me = std::process::id();
     let (cpu_before, started) = (process::cpu_seconds(me).unwrap_or(0.0), Instant::now());
     match mode {
-        Mode::Baseline => send_plain(addr, case, count)?,
+        Mode::Baseline => send_plain(addr, case, count, false)?,
+        Mode::BaselineSenderChecksum => send_plain(addr, case, count, true)?,
         Mode::Verack => runtime("sender").block_on(send_verack(addr, messages))?,
     }
     let result = helper.next_json()?;
@@ -150,6 +184,7 @@ fn name(mode: Mode) -> &'static str {
     match mode {
         Mode::Verack => "verack",
         Mode::Baseline => "baseline",
+        Mode::BaselineSenderChecksum => "baseline-sender-checksum",
     }
 }
 
@@ -162,7 +197,14 @@ fn runtime(name: &str) -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn send_plain(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
+/// Writes `count` copies of the case's frame in ~1 MB writes; with `checksum_each`, every
+/// frame's checksum is computed (and stored in its header) before it is written.
+fn send_plain(
+    addr: SocketAddr,
+    case: Case,
+    count: u64,
+    checksum_each: bool,
+) -> std::io::Result<()> {
     let magic = Network::Regtest.magic();
     let frame = encode_frame(magic, &message(case, 0)).map_err(std::io::Error::other)?;
     // About 1 MB of frames per write for small messages.
@@ -176,7 +218,14 @@ fn send_plain(addr: SocketAddr, case: Case, count: u64) -> std::io::Result<()> {
     let mut sent = 0;
     while sent < count {
         let n = per_write.min(count - sent);
-        stream.write_all(&chunk[..n as usize * frame.len()])?;
+        let bytes = &mut chunk[..n as usize * frame.len()];
+        if checksum_each {
+            for f in bytes.chunks_mut(frame.len()) {
+                let sum = sha256d::Hash::hash(&f[24..]);
+                f[20..24].copy_from_slice(&sum.as_byte_array()[..4]);
+            }
+        }
+        stream.write_all(bytes)?;
         sent += n;
     }
     Ok(())
@@ -241,7 +290,7 @@ pub fn receive(mode: Mode, case: Case, count: u64) -> std::io::Result<()> {
     let me = std::process::id();
     let (cpu_before, started) = (process::cpu_seconds(me).unwrap_or(0.0), Instant::now());
     let seconds = match mode {
-        Mode::Baseline => receive_plain(listener, count)?,
+        Mode::Baseline | Mode::BaselineSenderChecksum => receive_plain(listener, count)?,
         Mode::Verack => runtime("receiver").block_on(receive_verack(listener, case, count))?,
     };
     let cpu_seconds = process::cpu_seconds(me).unwrap_or(0.0) - cpu_before;

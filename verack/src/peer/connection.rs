@@ -69,6 +69,14 @@ impl FrameDecoder {
         }
     }
 
+    /// Bytes still missing from a partially received v1 frame (0 if unknown).
+    fn frame_remaining(&self, buffered: usize) -> usize {
+        match self {
+            FrameDecoder::V1(codec) => codec.frame_remaining(buffered),
+            FrameDecoder::V2(_) => 0,
+        }
+    }
+
     /// Bytes consumed that carried no message (v2 decoys).
     fn take_skipped(&mut self) -> usize {
         match self {
@@ -188,7 +196,11 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
                 return Err(ReadError::Decode(e));
             }
         }
-        match read_some(rd, buf).await {
+        // Room for the rest of a large frame, but never more than what has arrived so far
+        // (the buffer at most doubles per read), so a header announcing 4 MB allocates nothing
+        // until the bytes come.
+        let room = READ_CHUNK.max(decoder.frame_remaining(buf.len()).min(buf.len()));
+        match read_some(rd, buf, room).await {
             Ok(0) if buf.is_empty() => return Err(ReadError::Closed),
             Ok(0) => {
                 return Err(ReadError::Decode(DecodeError::Truncated {
@@ -201,14 +213,17 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads what the stream has into `buf`, reserving [`READ_CHUNK`] bytes of room first when
-/// less is free. While the stream has nothing to read and `buf` holds no partial frame, the
+/// Reads what the stream has into `buf`, reserving `room` bytes first when less is free. While the stream has nothing to read and `buf` holds no partial frame, the
 /// buffer's memory is released, so an idle peer holds no read buffer (it is allocated again
 /// when the stream becomes readable).
-async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+) -> io::Result<usize> {
     std::future::poll_fn(|cx| {
-        if buf.capacity() - buf.len() < READ_CHUNK {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < room {
+            buf.reserve(room);
         }
         let polled = poll_read_buf(std::pin::Pin::new(&mut *rd), cx, buf);
         if polled.is_pending() && buf.is_empty() {
