@@ -35,7 +35,9 @@ run many-peers --peers "$peers"
 run headers --runs "$runs" --headers "$headers"
 run fanout --runs $((runs + 2))
 
-echo "== micro: framing vs bitcoin::consensus (guard mode)" >&2
+echo "== micro: framing vs bitcoin::consensus (criterion, then the CI guard's quick mode)" >&2
+cargo bench -q -p verack --bench framing 2>/dev/null | python3 scripts/criterion-table.py >target/bench-criterion.md
+cat target/bench-criterion.md >&2
 VERACK_BENCH_GUARD=1 cargo bench -q -p verack --bench framing 2>/dev/null | grep '^bench-guard' | tee "$micro"
 
 {
@@ -51,8 +53,12 @@ VERACK_BENCH_GUARD=1 cargo bench -q -p verack --bench framing 2>/dev/null | grep
   echo
   echo "## Micro benchmarks: frame encode/decode vs \`bitcoin::consensus\` alone"
   echo
-  echo "Quick mode (\`VERACK_BENCH_GUARD=1 cargo bench -p verack --bench framing\`, also run by CI,"
-  echo "which fails above 3x). The full criterion suite: \`cargo bench -p verack --bench framing\`."
+  echo "Criterion (\`cargo bench -p verack --bench framing\`), median time per frame; the same"
+  echo "frame encoded or decoded by verack's codec and by rust-bitcoin's \`RawNetworkMessage\` alone."
+  echo
+  cat target/bench-criterion.md
+  echo
+  echo "Quick mode, as CI runs it (\`.ci/bench-guard.sh\`; it fails above 3x):"
   echo
   echo '```'
   cat "$micro"
