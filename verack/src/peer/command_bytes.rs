@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counter key for frames of any command not in [`COMMANDS`] and for frames that could not be
-/// decoded, as Core's `NET_MESSAGE_TYPE_OTHER`.
+/// Counter key for frames of any command not in Core's message-type list and for frames
+/// that could not be decoded, as Core's `NET_MESSAGE_TYPE_OTHER`.
 pub const OTHER_COMMAND: &str = "*other*";
 
 /// Message types with their own counter: Core's `ALL_NET_MESSAGE_TYPES` plus `reject` and
