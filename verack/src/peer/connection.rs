@@ -17,8 +17,12 @@ use tokio_util::io::poll_read_buf;
 use super::hooks::MessageHooks;
 use super::stats::{Counters, OTHER_COMMAND};
 use super::{Direction, PeerId};
-use crate::transport::{encode_contents, PacketDecoder, PacketEncoder, TransportKind};
-use crate::wire::{encode_frame, DecodeError, Frame, OversizeMessage, V1Codec};
+use crate::transport::{
+    encode_contents, encode_contents_into, PacketDecoder, PacketEncoder, TransportKind,
+};
+use crate::wire::{
+    encode_frame, encode_into, payload_size_hint, DecodeError, Frame, OversizeMessage, V1Codec,
+};
 
 /// Bytes of free buffer space ensured before each socket read. The buffer grows only as bytes
 /// arrive, never from a peer-announced length.
@@ -144,6 +148,25 @@ pub(crate) fn encode_queued(
         TransportKind::V1 => encode_frame(magic, msg),
         TransportKind::V2 => encode_contents(msg),
     }
+}
+
+/// As [`encode_queued`], into `buf` (cleared first) when it is large enough for `msg`, so a
+/// stream of large messages reuses one buffer instead of touching fresh memory each time.
+pub(crate) fn encode_queued_reusing(
+    kind: TransportKind,
+    magic: Magic,
+    msg: &NetworkMessage,
+    buf: Option<BytesMut>,
+) -> Result<Bytes, OversizeMessage> {
+    let Some(mut buf) = buf.filter(|b| b.capacity() >= 64 + payload_size_hint(msg)) else {
+        return encode_queued(kind, magic, msg);
+    };
+    buf.clear();
+    match kind {
+        TransportKind::V1 => encode_into(magic, msg, &mut buf)?,
+        TransportKind::V2 => encode_contents_into(msg, &mut buf)?,
+    }
+    Ok(buf.freeze())
 }
 
 /// Why [`read_frame`] returned no frame.

@@ -11,13 +11,13 @@ use bitcoin::p2p::message_blockdata::{GetBlocksMessage, GetHeadersMessage, Inven
 use bitcoin::p2p::message_network::{Reject, RejectReason};
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::BlockHash;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::encode_queued;
+use super::connection::encode_queued_reusing;
 use super::connection::PeerContext;
 use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
@@ -28,9 +28,14 @@ use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
     SendError,
 };
+use crate::wire::payload_size_hint;
 
 /// The first version that understands `reject` (BIP61).
 const REJECT_VERSION: u32 = 70002;
+
+/// Messages this large (estimated payload bytes, 64 KiB) reuse the buffer of the last large
+/// frame written instead of a fresh allocation, whose pages would each fault in on first touch.
+pub(crate) const SPARE_MIN: usize = 64 * 1024;
 
 /// A frame waiting for the writer.
 pub(crate) struct Outgoing {
@@ -58,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<PeerConfig>,
     pub(crate) negotiated: Negotiated,
     pub(crate) outbox: Queue<Outgoing>,
+    /// A written frame's buffer kept for the next large message (see [`SPARE_MIN`]); dropped
+    /// when the outbox empties, so an idle peer keeps none.
+    pub(crate) spare: Mutex<Option<BytesMut>>,
     pub(crate) queued_bytes: AtomicUsize,
     state: Mutex<State>,
     last_block_height: AtomicI32,
@@ -103,6 +111,7 @@ impl Shared {
             config,
             negotiated,
             outbox: Queue::new(),
+            spare: Mutex::new(None),
             queued_bytes: AtomicUsize::new(0),
             state: Mutex::new(state),
             wake: Notify::new(),
@@ -175,7 +184,17 @@ impl Shared {
             }
             _ => {}
         }
-        let frame = encode_queued(self.negotiated.transport.kind(), self.ctx_magic(), msg)?;
+        let spare = if payload_size_hint(msg) >= SPARE_MIN {
+            self.spare.lock().expect("spare lock").take()
+        } else {
+            None
+        };
+        let frame = encode_queued_reusing(
+            self.negotiated.transport.kind(),
+            self.ctx_magic(),
+            msg,
+            spare,
+        )?;
         let len = frame.len();
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.config.send_queue_limit {

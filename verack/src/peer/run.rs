@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{read_frame, FrameDecoder, FrameEncoder, ReadError};
 use super::flood::check_flood;
-use super::handle::{Outgoing, PeerHandle, Shared};
+use super::handle::{Outgoing, PeerHandle, Shared, SPARE_MIN};
 use super::handshake::Exchange;
 use super::hooks::MessageHandler;
 use super::ping::{PingAction, BIP31_VERSION};
@@ -426,6 +426,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Some(sent) = out.sent {
                 let _ = sent.send(());
             }
+            if out.frame.len() >= SPARE_MIN {
+                if let Ok(buf) = out.frame.try_into_mut() {
+                    let mut spare = shared.spare.lock().expect("spare lock");
+                    if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
+                        *spare = Some(buf);
+                    }
+                }
+            }
+        }
+        if shared.outbox.is_empty() {
+            shared.spare.lock().expect("spare lock").take();
         }
         // Keep the coalescing buffer only while more is queued: an idle peer holds none, and
         // a burst never leaves more than MAX_RETAINED_WRITE_BUFFER behind.

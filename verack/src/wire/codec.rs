@@ -160,7 +160,7 @@ pub fn encode_frame(magic: Magic, msg: &NetworkMessage) -> Result<Bytes, Oversiz
 
 /// Appends one frame to `dst`: the payload is encoded in place after a 24-byte gap that is then
 /// filled with the header, so there is one pass over the payload plus one hash.
-fn encode_into(
+pub(crate) fn encode_into(
     magic: Magic,
     msg: &NetworkMessage,
     dst: &mut BytesMut,

@@ -18,8 +18,8 @@ mod header;
 mod payload;
 mod version;
 
-pub(crate) use codec::payload_size_hint;
 pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
+pub(crate) use codec::{encode_into, payload_size_hint};
 pub use error::{DecodeError, V2Error};
 pub(crate) use header::parse_command;
 pub use header::{FrameHeader, HEADER_LEN};
