@@ -260,19 +260,29 @@ async fn send_verack(addr: SocketAddr, messages: Vec<NetworkMessage>) -> std::io
         Case::Inv => 20_000,
     };
     let mut previous: Option<tokio::task::JoinHandle<_>> = None;
-    let mut i = 0;
     let mut messages = messages.into_iter();
-    let mut next = || messages.next().expect("count messages");
-    while i < count {
-        let end = (i + window).min(count);
-        while i + 1 < end {
-            handle.send(next()).map_err(std::io::Error::other)?;
-            i += 1;
+    let mut sent = 0;
+    while sent < count {
+        let end = (sent + window).min(count);
+        // All but the last of the window: 1 MB messages one by one (as blocks would be sent),
+        // `inv`s with `send_all` in groups of 1000 (one buffer, one queue operation each).
+        let mut rest: Vec<NetworkMessage> = messages.by_ref().take((end - sent) as usize).collect();
+        let last = rest.pop().expect("window of at least one");
+        match case {
+            Case::Big => {
+                for msg in rest {
+                    handle.send(msg).map_err(std::io::Error::other)?;
+                }
+            }
+            Case::Inv => {
+                for group in rest.chunks(1000) {
+                    handle.send_all(group).map_err(std::io::Error::other)?;
+                }
+            }
         }
-        let last = handle.clone();
-        let msg = next();
-        let written = tokio::spawn(async move { last.send_and_wait(msg).await });
-        i += 1;
+        let h = handle.clone();
+        let written = tokio::spawn(async move { h.send_and_wait(last).await });
+        sent = end;
         if let Some(p) = previous.replace(written) {
             p.await?.map_err(std::io::Error::other)?;
         }

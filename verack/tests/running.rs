@@ -391,6 +391,57 @@ async fn send_and_wait_completes_when_written() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn send_all_queues_in_order_counts_each_and_is_all_or_nothing() {
+    let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
+    let before = handle.stats();
+    let batch: Vec<NetworkMessage> = (0..500u32)
+        .map(|i| match i % 3 {
+            0 => NetworkMessage::Inv(vec![txinv(i)]),
+            1 => NetworkMessage::FeeFilter(i64::from(i)),
+            _ => NetworkMessage::Unknown {
+                command: CommandString::try_from_static("custom").unwrap(),
+                payload: vec![i as u8; (i % 200) as usize],
+            },
+        })
+        .collect();
+    handle.send_all(&batch).unwrap();
+    let mut got = Vec::new();
+    while got.len() < batch.len() {
+        match remote.recv_skip_pings().await.unwrap() {
+            NetworkMessage::SendHeaders | NetworkMessage::GetAddr => {}
+            m => got.push(m),
+        }
+    }
+    assert_eq!(got, batch, "same messages, same order");
+    let after = handle.stats();
+    assert!(after.messages_sent - before.messages_sent >= 500);
+    let inv_bytes = after.bytes_sent_per_command["inv"]
+        - before
+            .bytes_sent_per_command
+            .get("inv")
+            .copied()
+            .unwrap_or(0);
+    assert_eq!(
+        inv_bytes,
+        167 * 61,
+        "every inv counted with its own 61-byte frame"
+    );
+    // A handshake message anywhere refuses the whole batch.
+    let refused = handle.send_all(&[NetworkMessage::GetAddr, NetworkMessage::Verack]);
+    assert!(
+        matches!(refused, Err(SendError::HandshakeMessage { .. })),
+        "{refused:?}"
+    );
+    handle.disconnect();
+    let _ = run.await;
+    assert!(matches!(
+        handle.send_all(&batch),
+        Err(SendError::Disconnected)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn trickled_inventory_is_batched_and_known_items_filtered() {
     let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
     let (handle, run) = spawn_run(peer, IgnoreMessages);

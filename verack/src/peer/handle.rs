@@ -28,7 +28,8 @@ use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
     SendError,
 };
-use crate::wire::payload_size_hint;
+use crate::transport::{encode_contents_into, TransportKind};
+use crate::wire::{encode_into, payload_size_hint};
 
 /// The first version that understands `reject` (BIP61).
 const REJECT_VERSION: u32 = 70002;
@@ -37,12 +38,69 @@ const REJECT_VERSION: u32 = 70002;
 /// frame written instead of a fresh allocation, whose pages would each fault in on first touch.
 pub(crate) const SPARE_MIN: usize = 64 * 1024;
 
+/// The most `send_all` reserves up front from its messages' estimated sizes (the buffer still
+/// grows as needed).
+const MAX_BATCH_HINT: usize = 4 << 20;
+
 /// A frame waiting for the writer.
 pub(crate) struct Outgoing {
-    /// A whole v1 frame, or v2 packet contents the writer encrypts.
+    /// A whole v1 frame, or v2 packet contents the writer encrypts; with `parts`, several of
+    /// them back to back.
     pub(crate) frame: Bytes,
     pub(crate) command: CommandString,
     pub(crate) sent: Option<oneshot::Sender<()>>,
+    /// For a `send_all` batch: each message's command and length in `frame` (empty for one
+    /// message, described by `command`).
+    pub(crate) parts: Vec<(CommandString, usize)>,
+}
+
+impl Outgoing {
+    /// One message's frame.
+    pub(crate) fn one(
+        frame: Bytes,
+        command: CommandString,
+        sent: Option<oneshot::Sender<()>>,
+    ) -> Outgoing {
+        Outgoing {
+            frame,
+            command,
+            sent,
+            parts: Vec::new(),
+        }
+    }
+
+    /// The messages in this entry: each one's command and byte range in `frame`.
+    pub(crate) fn messages(&self) -> Messages<'_> {
+        Messages {
+            out: self,
+            index: 0,
+            offset: 0,
+        }
+    }
+}
+
+/// Iterator of [`Outgoing::messages`].
+pub(crate) struct Messages<'a> {
+    out: &'a Outgoing,
+    index: usize,
+    offset: usize,
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = (&'a str, std::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let out = self.out;
+        if out.parts.is_empty() {
+            self.index += 1;
+            return (self.index == 1).then(|| (out.command.as_ref(), 0..out.frame.len()));
+        }
+        let (command, len) = out.parts.get(self.index)?;
+        let range = self.offset..self.offset + len;
+        self.index += 1;
+        self.offset += len;
+        Some((command.as_ref(), range))
+    }
 }
 
 /// Mutable protocol state of a running peer, behind one short-held lock.
@@ -155,35 +213,7 @@ impl Shared {
         if self.is_stopping() {
             return Err(SendError::Disconnected);
         }
-        match msg {
-            NetworkMessage::Version(_) | NetworkMessage::Verack => {
-                return Err(SendError::HandshakeMessage {
-                    command: msg.cmd().to_string(),
-                })
-            }
-            NetworkMessage::GetHeaders(_) => {
-                self.state().stall.requested_headers(Instant::now());
-                self.wake.notify_one();
-            }
-            NetworkMessage::GetData(items) => {
-                let now = Instant::now();
-                let mut state = self.state();
-                for item in items {
-                    if let Some(hash) = item_hash(item) {
-                        state.stall.requested_item(hash, now);
-                    }
-                }
-                drop(state);
-                self.wake.notify_one();
-            }
-            NetworkMessage::Inv(items) => {
-                let mut state = self.state();
-                for item in items {
-                    state.known.insert(item);
-                }
-            }
-            _ => {}
-        }
+        self.note_sending(std::slice::from_ref(msg))?;
         let spare = if payload_size_hint(msg) >= SPARE_MIN {
             self.spare.lock().expect("spare lock").take()
         } else {
@@ -196,6 +226,111 @@ impl Shared {
             spare,
         )?;
         let len = frame.len();
+        self.reserve_queue(len)?;
+        self.outbox
+            .push(Outgoing::one(frame, msg.command(), sent))
+            .map_err(|_| {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                SendError::Disconnected
+            })
+    }
+
+    /// Encodes `msgs` into one buffer and queues them as one entry (one allocation, one queue
+    /// operation); the writer still counts each message. All or nothing.
+    pub(crate) fn enqueue_all(&self, msgs: &[NetworkMessage]) -> Result<(), SendError> {
+        if self.is_stopping() {
+            return Err(SendError::Disconnected);
+        }
+        self.note_sending(msgs)?;
+        let kind = self.negotiated.transport.kind();
+        let hint: usize = msgs.iter().map(|m| 24 + payload_size_hint(m)).sum();
+        let mut buf = BytesMut::with_capacity(hint.min(MAX_BATCH_HINT));
+        let mut ends = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match kind {
+                TransportKind::V1 => encode_into(self.ctx_magic(), msg, &mut buf)?,
+                TransportKind::V2 => encode_contents_into(msg, &mut buf)?,
+            }
+            ends.push(buf.len());
+        }
+        let total = buf.len();
+        self.reserve_queue(total)?;
+        let mut start = 0;
+        let parts = msgs
+            .iter()
+            .zip(ends)
+            .map(|(msg, end)| {
+                let len = end - start;
+                start = end;
+                (msg.command(), len)
+            })
+            .collect();
+        let batch = Outgoing {
+            frame: buf.freeze(),
+            command: CommandString::try_from_static("batch").expect("command"),
+            sent: None,
+            parts,
+        };
+        self.outbox.push(batch).map_err(|_| {
+            self.queued_bytes.fetch_sub(total, Ordering::AcqRel);
+            SendError::Disconnected
+        })
+    }
+
+    /// Checks `msgs` may be sent and records what sending them means (stall deadlines for
+    /// requests, known inventory for announcements), under one lock.
+    fn note_sending(&self, msgs: &[NetworkMessage]) -> Result<(), SendError> {
+        if let Some(msg) = msgs
+            .iter()
+            .find(|m| matches!(m, NetworkMessage::Version(_) | NetworkMessage::Verack))
+        {
+            return Err(SendError::HandshakeMessage {
+                command: msg.cmd().to_string(),
+            });
+        }
+        let tracked = |m: &NetworkMessage| {
+            matches!(
+                m,
+                NetworkMessage::GetHeaders(_) | NetworkMessage::GetData(_) | NetworkMessage::Inv(_)
+            )
+        };
+        if !msgs.iter().any(tracked) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut wake = false;
+        let mut state = self.state();
+        for msg in msgs {
+            match msg {
+                NetworkMessage::GetHeaders(_) => {
+                    state.stall.requested_headers(now);
+                    wake = true;
+                }
+                NetworkMessage::GetData(items) => {
+                    for item in items {
+                        if let Some(hash) = item_hash(item) {
+                            state.stall.requested_item(hash, now);
+                        }
+                    }
+                    wake = true;
+                }
+                NetworkMessage::Inv(items) => {
+                    for item in items {
+                        state.known.insert(item);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Counts `len` more bytes queued; over the limit, disconnects with `SendQueueFull`.
+    fn reserve_queue(&self, len: usize) -> Result<(), SendError> {
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         if queued > self.config.send_queue_limit {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -205,16 +340,7 @@ impl Shared {
             });
             return Err(SendError::QueueFull { queued });
         }
-        self.outbox
-            .push(Outgoing {
-                frame,
-                command: msg.command(),
-                sent,
-            })
-            .map_err(|_| {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                SendError::Disconnected
-            })
+        Ok(())
     }
 
     fn ctx_magic(&self) -> bitcoin::p2p::Magic {
@@ -291,6 +417,17 @@ impl PeerHandle {
     /// the peer with [`DisconnectReason::SendQueueFull`].
     pub fn send(&self, msg: NetworkMessage) -> Result<(), SendError> {
         self.shared.enqueue(&msg, None)
+    }
+
+    /// Queues `msgs`, in order, as [`send`](Self::send) would one by one, but encoded into one
+    /// buffer and queued under one lock: for many small messages (a stream of `inv`s, say),
+    /// one allocation and one queue operation instead of one per message. The writer still
+    /// counts and reports each message. All or nothing: on error none is queued.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), for any of the messages (the queue limit applies to their total).
+    pub fn send_all(&self, msgs: &[NetworkMessage]) -> Result<(), SendError> {
+        self.shared.enqueue_all(msgs)
     }
 
     /// Queues `msg` and waits until its frame has been written to the socket.

@@ -414,12 +414,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if overhead > 0 {
             shared.ctx.counters.record_overhead_sent(overhead, now);
         }
-        for (i, out) in batch.drain(..).enumerate() {
-            let wire = match spans.get(i) {
-                Some(span) => &coalesced[span.clone()],
-                None => &out.frame[..],
-            };
-            shared.ctx.record_written(out.command.as_ref(), wire, now);
+        let mut spans_iter = spans.iter();
+        for out in batch.drain(..) {
+            for (command, range) in out.messages() {
+                let wire = match spans_iter.next() {
+                    Some(span) => &coalesced[span.clone()],
+                    None => &out.frame[range],
+                };
+                shared.ctx.record_written(command, wire, now);
+            }
             shared
                 .queued_bytes
                 .fetch_sub(out.frame.len(), Ordering::AcqRel);
@@ -466,9 +469,11 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             coalesced.clear();
             overhead = encoder.maybe_decoy(coalesced);
             for out in batch {
-                let start = coalesced.len();
-                encoder.seal_into(&out.frame, coalesced);
-                spans.push(start..coalesced.len());
+                for (_, range) in out.messages() {
+                    let start = coalesced.len();
+                    encoder.seal_into(&out.frame[range], coalesced);
+                    spans.push(start..coalesced.len());
+                }
             }
             wr.write_all(coalesced).await?;
         }
