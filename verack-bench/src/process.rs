@@ -15,10 +15,15 @@ impl Helper {
     /// Starts `verack-bench <args>` and waits for its `READY` line; returns it and the
     /// announced address (whatever follows `READY `).
     pub fn start(args: &[String]) -> std::io::Result<(Helper, String)> {
+        Helper::spawn(args, Stdio::null())
+    }
+
+    /// Spawns the child with `stdin` and reads its `READY` line.
+    fn spawn(args: &[String], stdin: Stdio) -> std::io::Result<(Helper, String)> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -110,24 +115,7 @@ impl Helper {
     /// As [`start`](Self::start), with the child's stdin piped so that
     /// [`send_line`](Self::send_line) can drive it; the child sees EOF when the helper drops.
     pub fn start_piped(args: &[String]) -> std::io::Result<(Helper, String)> {
-        let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut helper = Helper {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        };
-        let ready = helper.next_line()?;
-        let addr = ready
-            .strip_prefix("READY ")
-            .ok_or_else(|| std::io::Error::other(format!("helper said {ready:?}, not READY")))?
-            .to_string();
-        Ok((helper, addr))
+        Helper::spawn(args, Stdio::piped())
     }
 
     /// Writes `line` and a newline to the child's stdin and flushes.

@@ -172,7 +172,7 @@ fn one(
     match mode {
         Mode::Baseline => send_plain(addr, case, count, false)?,
         Mode::BaselineSenderChecksum => send_plain(addr, case, count, true)?,
-        Mode::Verack => runtime("sender").block_on(send_verack(addr, messages))?,
+        Mode::Verack => runtime("sender").block_on(send_verack(addr, case, messages))?,
     }
     let result = helper.next_json()?;
     let sender =
@@ -238,13 +238,12 @@ fn send_plain(
 
 /// Sends `messages`, built before connecting (as the plain sender's frames are), so the time
 /// is verack's: encoding, queueing, writing.
-async fn send_verack(addr: SocketAddr, messages: Vec<NetworkMessage>) -> std::io::Result<()> {
+async fn send_verack(
+    addr: SocketAddr,
+    case: Case,
+    messages: Vec<NetworkMessage>,
+) -> std::io::Result<()> {
     let count = messages.len() as u64;
-    let case = if matches!(messages.first(), Some(NetworkMessage::Inv(_))) {
-        Case::Inv
-    } else {
-        Case::Big
-    };
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let cancel = CancellationToken::new();

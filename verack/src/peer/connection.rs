@@ -17,12 +17,8 @@ use tokio_util::io::poll_read_buf;
 use super::hooks::MessageHooks;
 use super::stats::{Counters, OTHER_COMMAND};
 use super::{Direction, PeerId};
-use crate::transport::{
-    encode_contents, encode_contents_into, PacketDecoder, PacketEncoder, TransportKind,
-};
-use crate::wire::{
-    encode_frame, encode_into, payload_size_hint, DecodeError, Frame, OversizeMessage, V1Codec,
-};
+use crate::transport::{encode_contents_into, PacketDecoder, PacketEncoder, TransportKind};
+use crate::wire::{encode_into, payload_size_hint, DecodeError, Frame, OversizeMessage, V1Codec};
 
 /// Bytes of free buffer space ensured before each socket read. The buffer grows only as bytes
 /// arrive, never from a peer-announced length.
@@ -137,36 +133,38 @@ impl FrameEncoder {
     }
 }
 
-/// Encodes `msg` as queued for the writer: a whole v1 frame, or v2 packet contents (message
-/// type + payload) that the writer encrypts in order.
+/// Encodes `msg` as the writer queues it: a whole v1 frame, or v2 packet contents (sealed
+/// later). `reuse`, when large enough for `msg`, is cleared and encoded into, so a stream of
+/// large messages reuses one buffer instead of touching fresh memory each time.
 pub(crate) fn encode_queued(
     kind: TransportKind,
     magic: Magic,
     msg: &NetworkMessage,
+    reuse: Option<BytesMut>,
 ) -> Result<Bytes, OversizeMessage> {
-    match kind {
-        TransportKind::V1 => encode_frame(magic, msg),
-        TransportKind::V2 => encode_contents(msg),
-    }
+    let needed = 64 + payload_size_hint(msg);
+    let mut buf = match reuse {
+        Some(mut buf) if buf.capacity() >= needed => {
+            buf.clear();
+            buf
+        }
+        _ => BytesMut::with_capacity(needed),
+    };
+    encode_queued_into(kind, magic, msg, &mut buf)?;
+    Ok(buf.freeze())
 }
 
-/// As [`encode_queued`], into `buf` (cleared first) when it is large enough for `msg`, so a
-/// stream of large messages reuses one buffer instead of touching fresh memory each time.
-pub(crate) fn encode_queued_reusing(
+/// Appends `msg` to `dst` as [`encode_queued`] encodes it (nothing is appended on error).
+pub(crate) fn encode_queued_into(
     kind: TransportKind,
     magic: Magic,
     msg: &NetworkMessage,
-    buf: Option<BytesMut>,
-) -> Result<Bytes, OversizeMessage> {
-    let Some(mut buf) = buf.filter(|b| b.capacity() >= 64 + payload_size_hint(msg)) else {
-        return encode_queued(kind, magic, msg);
-    };
-    buf.clear();
+    dst: &mut BytesMut,
+) -> Result<(), OversizeMessage> {
     match kind {
-        TransportKind::V1 => encode_into(magic, msg, &mut buf)?,
-        TransportKind::V2 => encode_contents_into(msg, &mut buf)?,
+        TransportKind::V1 => encode_into(magic, msg, dst),
+        TransportKind::V2 => encode_contents_into(msg, dst),
     }
-    Ok(buf.freeze())
 }
 
 /// Why [`read_frame`] returned no frame.
@@ -236,9 +234,10 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads what the stream has into `buf`, reserving `room` bytes first when less is free. While the stream has nothing to read and `buf` holds no partial frame, the
-/// buffer's memory is released, so an idle peer holds no read buffer (it is allocated again
-/// when the stream becomes readable).
+/// Reads what the stream has into `buf`, reserving `room` bytes first when less is free.
+/// While the stream has nothing to read and `buf` holds no partial frame, the buffer's memory
+/// is released, so an idle peer holds no read buffer (it is allocated again when the stream
+/// becomes readable).
 async fn read_some<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
@@ -273,7 +272,7 @@ pub(crate) async fn write_messages<W: AsyncWrite + Unpin>(
     let mut wire = BytesMut::new();
     let mut ends = Vec::with_capacity(msgs.len());
     for msg in msgs {
-        let frame: Bytes = encode_queued(kind, magic, msg)
+        let frame = encode_queued(kind, magic, msg, None)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         encoder.seal_into(&frame, &mut wire);
         ends.push(wire.len());

@@ -1,6 +1,7 @@
 //! [`PeerHandle`]: what other tasks use to talk to a running peer.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -17,8 +18,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::encode_queued_reusing;
 use super::connection::PeerContext;
+use super::connection::{encode_queued, encode_queued_into};
 use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
 use super::push::{select_addresses, MAX_ADDR_TO_SEND};
@@ -28,8 +29,7 @@ use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
     SendError,
 };
-use crate::transport::{encode_contents_into, TransportKind};
-use crate::wire::{encode_into, payload_size_hint};
+use crate::wire::payload_size_hint;
 
 /// The first version that understands `reject` (BIP61).
 const REJECT_VERSION: u32 = 70002;
@@ -44,14 +44,19 @@ const MAX_BATCH_HINT: usize = 4 << 20;
 
 /// A frame waiting for the writer.
 pub(crate) struct Outgoing {
-    /// A whole v1 frame, or v2 packet contents the writer encrypts; with `parts`, several of
-    /// them back to back.
+    /// A whole v1 frame, or v2 packet contents the writer encrypts; for a `send_all` batch,
+    /// several of them back to back.
     pub(crate) frame: Bytes,
-    pub(crate) command: CommandString,
+    pub(crate) commands: Commands,
     pub(crate) sent: Option<oneshot::Sender<()>>,
-    /// For a `send_all` batch: each message's command and length in `frame` (empty for one
-    /// message, described by `command`).
-    pub(crate) parts: Vec<(CommandString, usize)>,
+}
+
+/// The messages in an [`Outgoing`] frame: each one's command and length in bytes, in order.
+pub(crate) enum Commands {
+    /// One message (the whole frame).
+    One([(CommandString, usize); 1]),
+    /// A `send_all` batch.
+    Many(Vec<(CommandString, usize)>),
 }
 
 impl Outgoing {
@@ -61,45 +66,24 @@ impl Outgoing {
         command: CommandString,
         sent: Option<oneshot::Sender<()>>,
     ) -> Outgoing {
+        let len = frame.len();
         Outgoing {
             frame,
-            command,
+            commands: Commands::One([(command, len)]),
             sent,
-            parts: Vec::new(),
         }
     }
 
     /// The messages in this entry: each one's command and byte range in `frame`.
-    pub(crate) fn messages(&self) -> Messages<'_> {
-        Messages {
-            out: self,
-            index: 0,
-            offset: 0,
-        }
-    }
-}
-
-/// Iterator of [`Outgoing::messages`].
-pub(crate) struct Messages<'a> {
-    out: &'a Outgoing,
-    index: usize,
-    offset: usize,
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = (&'a str, std::ops::Range<usize>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let out = self.out;
-        if out.parts.is_empty() {
-            self.index += 1;
-            return (self.index == 1).then(|| (out.command.as_ref(), 0..out.frame.len()));
-        }
-        let (command, len) = out.parts.get(self.index)?;
-        let range = self.offset..self.offset + len;
-        self.index += 1;
-        self.offset += len;
-        Some((command.as_ref(), range))
+    pub(crate) fn messages(&self) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
+        let parts: &[(CommandString, usize)] = match &self.commands {
+            Commands::One(one) => one,
+            Commands::Many(parts) => parts,
+        };
+        parts.iter().scan(0, |offset, (command, len)| {
+            *offset += len;
+            Some((command.as_ref(), *offset - len..*offset))
+        })
     }
 }
 
@@ -219,7 +203,7 @@ impl Shared {
         } else {
             None
         };
-        let frame = encode_queued_reusing(
+        let frame = encode_queued(
             self.negotiated.transport.kind(),
             self.ctx_magic(),
             msg,
@@ -247,10 +231,7 @@ impl Shared {
         let mut buf = BytesMut::with_capacity(hint.min(MAX_BATCH_HINT));
         let mut ends = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            match kind {
-                TransportKind::V1 => encode_into(self.ctx_magic(), msg, &mut buf)?,
-                TransportKind::V2 => encode_contents_into(msg, &mut buf)?,
-            }
+            encode_queued_into(kind, self.ctx_magic(), msg, &mut buf)?;
             ends.push(buf.len());
         }
         let total = buf.len();
@@ -267,9 +248,8 @@ impl Shared {
             .collect();
         let batch = Outgoing {
             frame: buf.freeze(),
-            command: CommandString::try_from_static("batch").expect("command"),
+            commands: Commands::Many(parts),
             sent: None,
-            parts,
         };
         self.outbox.push(batch).map_err(|_| {
             self.queued_bytes.fetch_sub(total, Ordering::AcqRel);

@@ -236,6 +236,8 @@ async fn handler_loop<H: MessageHandler>(
     }
 }
 
+/// Applies the peer's own rules to `message` and, if it is let through, adds it to the batch
+/// for the handler (counting its `wire_len` bytes in the backlog).
 fn process(
     shared: &Shared,
     message: NetworkMessage,
@@ -253,6 +255,7 @@ fn process(
     Ok(())
 }
 
+/// Hands the batch collected so far to the handler task (nothing if empty).
 fn deliver(batch: &mut Batch, to_handler: &Queue<Batch>) -> Result<(), DisconnectReason> {
     if batch.is_empty() {
         return Ok(());
@@ -391,11 +394,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         batch.push(first);
         let mut frames = 1;
         shared.outbox.drain_into(&mut batch, |next| {
-            frames += 1;
-            bytes += next.frame.len();
-            bytes <= MAX_BATCH_BYTES && frames <= MAX_BATCH_FRAMES
+            let take = bytes < MAX_BATCH_BYTES && frames < MAX_BATCH_FRAMES;
+            if take {
+                bytes += next.frame.len();
+                frames += 1;
+            }
+            take
         });
-        let bytes: usize = batch.iter().map(|out| out.frame.len()).sum();
         let after = shared.config.write_timeout
             + Duration::from_secs((bytes / WRITE_BYTES_PER_SECOND_OF_DEADLINE) as u64);
         // Boxed: the write and its deadline exist only while writing, so an idle peer's run
@@ -438,12 +443,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        if shared.outbox.is_empty() {
+        // Keep the spare and coalescing buffers only while more is queued: an idle peer holds
+        // none, and a burst never leaves more than MAX_RETAINED_WRITE_BUFFER behind.
+        let idle = shared.outbox.is_empty();
+        if idle {
             shared.spare.lock().expect("spare lock").take();
         }
-        // Keep the coalescing buffer only while more is queued: an idle peer holds none, and
-        // a burst never leaves more than MAX_RETAINED_WRITE_BUFFER behind.
-        if shared.outbox.is_empty() || coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
+        if idle || coalesced.capacity() > MAX_RETAINED_WRITE_BUFFER {
             coalesced = BytesMut::new();
         }
     }

@@ -57,7 +57,7 @@ impl V1Codec {
     /// Bytes still missing from the frame being received, counted from its header (0 when no
     /// partial frame is pending), given `buffered` bytes in the read buffer. At most
     /// 24 + [`MAX_PAYLOAD_LEN`].
-    pub fn frame_remaining(&self, buffered: usize) -> usize {
+    pub(crate) fn frame_remaining(&self, buffered: usize) -> usize {
         self.pending
             .map_or(0, |h| (HEADER_LEN + h.payload_len).saturating_sub(buffered))
     }

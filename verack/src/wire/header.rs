@@ -20,11 +20,13 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parses and checks a header: magic must equal `magic`, the command must be printable
-    /// ASCII then NUL padding, the length at most [`MAX_PAYLOAD_LEN`].
+    /// Parses and validates a header.
     ///
     /// # Errors
-    /// [`DecodeError::WrongMagic`], [`DecodeError::BadCommand`] or [`DecodeError::Oversize`].
+    /// - [`DecodeError::WrongMagic`] when the first 4 bytes are not `magic`.
+    /// - [`DecodeError::BadCommand`] when the command is not printable ASCII padded with NULs
+    ///   (a NUL followed by a non-NUL byte, as Core's `CMessageHeader::IsCommandValid`).
+    /// - [`DecodeError::Oversize`] when the announced length exceeds [`MAX_PAYLOAD_LEN`].
     pub fn parse(bytes: &[u8; HEADER_LEN], magic: Magic) -> Result<FrameHeader, DecodeError> {
         let raw = RawHeader::parse(bytes, magic)?;
         Ok(FrameHeader {
