@@ -254,12 +254,17 @@ impl<T> Registry<T> {
                 return Err(Refusal::TooManyFromIp { ip });
             }
             if peer.direction == Direction::Inbound {
-                if self.count(Direction::Inbound) >= rules.max_inbound {
+                // Every check that can still refuse the newcomer runs before a victim is
+                // removed: an eviction is never undone, so it happens only when admission
+                // succeeds (the caller disconnects the victim it gets back).
+                let needs_eviction = self.count(Direction::Inbound) >= rules.max_inbound;
+                let total_after = self.peers.len() - usize::from(needs_eviction);
+                if total_after >= rules.max_total {
+                    return Err(Refusal::TooManyPeers);
+                }
+                if needs_eviction {
                     let victim = choose_eviction(self).ok_or(Refusal::InboundFull)?;
                     evicted = self.remove(victim);
-                }
-                if self.peers.len() >= rules.max_total {
-                    return Err(Refusal::TooManyPeers);
                 }
             }
         }
@@ -634,6 +639,39 @@ mod tests {
             .err(),
             Some(Refusal::TooManyPeers)
         );
+    }
+
+    #[test]
+    fn a_refused_newcomer_evicts_nobody() {
+        // Inbound full and total full even after one eviction: the newcomer is refused
+        // and the would-be victim stays registered (it is never removed without being
+        // disconnected).
+        let mut r = Registry::<()>::default();
+        let rules = rules();
+        for n in 1..=3 {
+            let p = peer(n, &format!("3.{n}.0.1:1"), Direction::Inbound, 0);
+            assert!(r.admit(p, &rules, |_| None).is_ok());
+        }
+        for n in 4..=6 {
+            let p = peer(n, &format!("5.{n}.0.1:1"), Direction::Outbound, 0);
+            assert!(r.admit(p, &rules, |_| None).is_ok());
+        }
+        assert_eq!(r.len(), 6);
+        let refused = r.admit(peer(10, "4.0.0.1:1", Direction::Inbound, 0), &rules, |_| {
+            panic!("no victim is chosen when the newcomer cannot be admitted")
+        });
+        assert_eq!(refused.err(), Some(Refusal::TooManyPeers));
+        assert!(r.get(PeerId(1)).is_some() && r.get(PeerId(2)).is_some());
+        assert_eq!(r.count(Direction::Inbound), 3);
+        assert_eq!(r.len(), 6);
+        // One outbound gone: evicting one inbound now makes room, so eviction happens.
+        r.remove(PeerId(6));
+        r.remove(PeerId(5));
+        let admitted = r.admit(peer(11, "4.0.0.2:1", Direction::Inbound, 0), &rules, |_| {
+            Some(PeerId(2))
+        });
+        assert_eq!(admitted.map(|e| e.map(|p| p.id)), Ok(Some(PeerId(2))));
+        assert_eq!(r.len(), 4);
     }
 
     #[test]
