@@ -3,9 +3,14 @@
 //! - [`Bcoin`]: a real, independently written full node (bcoin 1.0.2 from npm, installed by
 //!   `.ci/run` into `interop/bcoin`) started on loopback regtest with its own ports, isolated
 //!   from any other network and from the environment.
+//! - [`BitcoinCore`]: Bitcoin Core's `bitcoind` (the reference implementation, from
+//!   `/work/shared/bitcoin-core` or `$VERACK_CORE_DIR`) on loopback regtest, with its own data
+//!   directory and ports.
+//! - [`VerackNode`]: the `verack` binary (path given by the caller) on loopback regtest.
 //! - [`rpc_call`]: a minimal JSON-RPC-over-HTTP client (one request per connection).
+//! - [`wait_for`]: bounded polling.
 //!
-//! Every wait is bounded; tests fail, never skip, when bcoin cannot start.
+//! Every wait is bounded; tests fail, never skip, when bcoin or Core cannot start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +23,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
+
+mod core;
+mod process;
+mod verack_node;
+mod wait;
+
+pub use crate::core::{
+    core_dir, BitcoinCore, CORE_DIR_ENV, CORE_LOG_TAIL_LINES, CORE_MINING_DESCRIPTOR,
+    CORE_RPC_PASSWORD, CORE_RPC_USER, CORE_START_TIMEOUT, CORE_STOP_TIMEOUT,
+};
+pub use crate::process::{file_tail, scratch_dir};
+pub use crate::verack_node::{
+    VerackNode, VERACK_LOG_TAIL_LINES, VERACK_START_TIMEOUT, VERACK_STOP_TIMEOUT,
+};
+pub use crate::wait::{wait_for, POLL_INTERVAL};
 
 /// bcoin's RPC API key (the Basic-auth password; any user name).
 pub const BCOIN_API_KEY: &str = "interop";
@@ -201,8 +221,12 @@ pub async fn rpc_call(
     let status_ok = response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200");
     let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
     if !status_ok {
+        // Core answers JSON-RPC 1.0 errors with a 4xx/5xx status and the error in the body.
+        let error = serde_json::from_str::<Value>(json)
+            .map(|v| v["error"].to_string())
+            .unwrap_or_default();
         return Err(std::io::Error::other(format!(
-            "{method}: {}",
+            "{method}: {} {error}",
             response.lines().next().unwrap_or_default()
         )));
     }
