@@ -27,7 +27,7 @@ echo "== mining $blocks blocks"
 bcoin generatetoaddress "[$blocks,\"rb1qqyqszqgpqyqszqgpqyqszqgpqyqszqgpefl3jh\"]" >/dev/null
 
 echo "== starting verack --network regtest --connect 127.0.0.1:$bcoin_p2p"
-./target/release/verack --network regtest --datadir "$work/verack" --connect "127.0.0.1:$bcoin_p2p" \
+./target/release/verack --network regtest --datadir "$work/verack" --connect "127.0.0.1:$bcoin_p2p" --v1-only "127.0.0.1:$bcoin_p2p" \
   --listen "127.0.0.1:$verack_p2p" --rpc-port $verack_rpc --log-level warn &
 pids+=($!)
 cookie="$work/verack/regtest/.cookie"

@@ -128,6 +128,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         .chain(&settings.addnode)
         .copied()
         .collect();
+    config.v1_only_manual = settings.v1_only.clone();
     config.connect_only = !settings.connect.is_empty();
     config.admission.max_inbound = settings.max_inbound;
     config.admission.trusted = settings.whitelist.clone();

@@ -172,6 +172,16 @@ impl Node {
         if headers.is_empty() {
             return;
         }
+        if let Some(index) = verack::chain::first_discontinuity(&headers) {
+            // Core's CheckHeadersAreContinuous, before anything else: misbehaviour, and
+            // Core disconnects (and discourages) the peer.
+            tracing::warn!(peer = peer.id().0, addr = %peer.remote(), index, "non-continuous headers sequence");
+            if let Some(server) = self.server() {
+                server.misbehaving(peer.id(), 100, "non-continuous headers sequence");
+            }
+            peer.disconnect();
+            return;
+        }
         let count = headers.len();
         let last = headers[count - 1].block_hash();
         let outcome = self.tree().accept(&headers, unix_now());

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use verack::chain::{HeaderEntry, TipStatus};
 use verack::peer::{Direction, PeerStats, DEFAULT_PROTOCOL_VERSION, DEFAULT_USER_AGENT};
-use verack::server::ConnectionKind;
+use verack::server::{ConnectionKind, ManualTransport};
 
 use crate::node::Node;
 use bitcoin::p2p::address::AddrV2;
@@ -200,9 +200,9 @@ impl RpcBackend for NodeRpc {
         }
     }
 
-    fn add_node(&self, node: &str, _v2transport: bool) -> bool {
+    fn add_node(&self, node: &str, v2transport: bool) -> bool {
         match (self.resolve(node), self.node.server()) {
-            (Some(addr), Some(server)) => server.add_persistent(addr),
+            (Some(addr), Some(server)) => server.add_persistent_with(addr, manual(v2transport)),
             _ => false,
         }
     }
@@ -214,9 +214,9 @@ impl RpcBackend for NodeRpc {
         }
     }
 
-    fn connect_once(&self, node: &str, _v2transport: bool) {
+    fn connect_once(&self, node: &str, v2transport: bool) {
         if let (Some(addr), Some(server)) = (self.resolve(node), self.node.server()) {
-            server.connect_once(addr);
+            server.connect_once_with(addr, manual(v2transport));
         }
     }
 
@@ -455,5 +455,14 @@ mod tests {
         let pubkey: [u8; 32] = bytes[..32].try_into().unwrap();
         assert_eq!(addr_text(&AddrV2::TorV3(pubkey)), format!("{name}.onion"));
         assert_eq!(addr_text(&AddrV2::Ipv4([1, 2, 3, 4].into())), "1.2.3.4");
+    }
+}
+
+/// The `addnode` RPC's `v2transport` argument as the server's manual transport.
+fn manual(v2transport: bool) -> ManualTransport {
+    if v2transport {
+        ManualTransport::V2First
+    } else {
+        ManualTransport::V1Only
     }
 }

@@ -30,6 +30,10 @@ pub struct Args {
     /// Keep a persistent connection to this peer too (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub addnode: Vec<SocketAddr>,
+    /// Dial this --connect/--addnode peer over v1 only, not BIP324 v2 first (repeatable; for
+    /// v1-only nodes that ban a v2 key, such as bcoin). As `addnode ADDR add false`.
+    #[arg(long, value_name = "ADDR")]
+    pub v1_only: Vec<SocketAddr>,
     /// Listen address, or 0 to not listen. Default 0.0.0.0 on the network's port.
     #[arg(long, value_name = "ADDR|0")]
     pub listen: Option<String>,
@@ -77,6 +81,7 @@ pub struct FileConfig {
     network: Option<String>,
     connect: Option<Vec<SocketAddr>>,
     addnode: Option<Vec<SocketAddr>>,
+    v1_only: Option<Vec<SocketAddr>>,
     listen: Option<String>,
     max_inbound: Option<usize>,
     whitelist: Option<Vec<IpNet>>,
@@ -104,6 +109,8 @@ pub struct Settings {
     pub connect: Vec<SocketAddr>,
     /// `--addnode` peers.
     pub addnode: Vec<SocketAddr>,
+    /// `--v1-only` peers: manual peers dialled over v1 only.
+    pub v1_only: Vec<SocketAddr>,
     /// Listen address, `None` when not listening.
     pub listen: Option<SocketAddr>,
     /// Max inbound peers.
@@ -263,6 +270,11 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
     } else {
         args.addnode
     };
+    let v1_only = if args.v1_only.is_empty() {
+        file.v1_only.unwrap_or_default()
+    } else {
+        args.v1_only
+    };
     let whitelist = if args.whitelist.is_empty() {
         file.whitelist.unwrap_or_default()
     } else {
@@ -304,6 +316,7 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         datadir,
         connect,
         addnode,
+        v1_only,
         listen,
         max_inbound: args.max_inbound.or(file.max_inbound).unwrap_or(114),
         whitelist,

@@ -27,6 +27,8 @@ impl Verack {
             .arg("--network=regtest")
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--connect={connect}"))
+            // bcoin bans an address that sends it a v2 key.
+            .arg(format!("--v1-only={connect}"))
             .arg(format!("--listen=127.0.0.1:{p2p}"))
             .arg(format!("--rpc-port={rpc}"))
             .arg("--log-level=info")

@@ -997,3 +997,21 @@ fn fork_headers_are_bounded() {
         .iter()
         .any(|t| t.hash == strong[8].block_hash() && t.branch_len == 9));
 }
+
+#[test]
+fn non_continuous_headers_are_found_at_the_first_break() {
+    let genesis = regtest().tip().header;
+    let mut chain = mine_chain(&genesis, 5, 0);
+    assert_eq!(verack::chain::first_discontinuity(&chain), None);
+    assert_eq!(verack::chain::first_discontinuity(&chain[..1]), None);
+    assert_eq!(verack::chain::first_discontinuity(&[]), None);
+    // The first header may build on anything (an unconnecting header is not a break).
+    assert_eq!(verack::chain::first_discontinuity(&chain[2..]), None);
+    // A gap: header 3 dropped, header 4 no longer builds on its predecessor.
+    chain.remove(3);
+    assert_eq!(verack::chain::first_discontinuity(&chain), Some(3));
+    // Known headers do not excuse a break: the same sequence repeated.
+    let genesis_chain = mine_chain(&genesis, 2, 1);
+    let repeated = [genesis_chain.clone(), genesis_chain].concat();
+    assert_eq!(verack::chain::first_discontinuity(&repeated), Some(2));
+}

@@ -232,3 +232,38 @@ async fn a_fresh_address_is_forwarded_to_exactly_two_other_peers() {
     shutdown.cancel();
     server.stopped().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_peer_is_asked_for_addresses_and_the_answer_is_stored() {
+    // Core's SetupAddressRelay: every outbound connection that relays addresses sends
+    // getaddr, manual (`-addnode`/`-connect`) ones included. A node whose only peer is manual
+    // still learns addresses.
+    let known: Vec<_> = (1..=5).map(routable).collect();
+    let (server_a, _rec_a, shutdown_a, at) = start(known.clone()).await;
+    let rec_b = Arc::new(Recording::default());
+    let mut cfg = ServerConfig::new(config());
+    cfg.persistent = vec![at];
+    cfg.connect_only = true;
+    cfg.feeler_interval = None;
+    let server_b = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
+        .with_address_source(Source(rec_b.clone()));
+    let shutdown_b = CancellationToken::new();
+    server_b.start(shutdown_b.clone()).await.unwrap();
+    wait_until(|| rec_b.added.lock().unwrap().len() >= known.len()).await;
+    let added: Vec<AddrV2Message> = rec_b
+        .added
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, _)| a.clone())
+        .collect();
+    for addr in &known {
+        assert!(added
+            .iter()
+            .any(|a| a.addr == addr.addr && a.port == addr.port));
+    }
+    shutdown_b.cancel();
+    server_b.stopped().await.unwrap();
+    shutdown_a.cancel();
+    server_a.stopped().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! BIP324 through the server: remotes known to advertise `NODE_P2P_V2` are dialled over v2; a
 //! remote that advertises it but speaks only v1 is re-dialled once over v1 and remembered.
+//! Manual connections try v2 first whatever is known (as Core), unless opted out per address.
 
 mod common;
 
@@ -11,8 +12,8 @@ use common::*;
 use tokio_util::sync::CancellationToken;
 use verack::peer::{IgnoreMessages, Peer, PeerConfig, PeerHandle};
 use verack::server::{
-    AddressSource, BoxedConnection, ConnectionKind, DialFuture, Dialer, PeerEvent, Server,
-    ServerConfig,
+    AddressSource, BoxedConnection, ConnectionKind, DialFuture, Dialer, FixedAddresses,
+    ManualTransport, PeerEvent, Server, ServerConfig,
 };
 use verack::transport::{TransportKind, V2Mode};
 
@@ -98,4 +99,66 @@ async fn v1_only_remote_is_redialled_once_over_v1_and_remembered() {
     assert_eq!(transport, TransportKind::V1);
     assert_eq!(dials, 2, "one v2 attempt, one v1 re-dial");
     assert!(cached, "remembered as v1-only");
+}
+
+/// A manual connection (`connect_once_with`) to a remote with unknown services; returns the
+/// transport, the dials made and whether the address ended in the v1-only cache.
+async fn manual(remote_mode: V2Mode, transport: ManualTransport) -> (TransportKind, usize, bool) {
+    let target: SocketAddr = "41.0.0.1:8333".parse().unwrap();
+    let mut remote_cfg = config();
+    remote_cfg.v2 = remote_mode;
+    let remote = Remote {
+        cfg: remote_cfg,
+        dials: Arc::default(),
+    };
+    let mut cfg = ServerConfig::new(config());
+    cfg.target_full_relay = 0;
+    cfg.target_block_relay = 0;
+    cfg.feeler_interval = None;
+    let cache = cfg.peer.v1_only_cache.clone();
+    let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
+        .with_dialer(remote.clone())
+        .with_address_source(FixedAddresses::default());
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    assert!(server.connect_once_with(target, transport));
+    assert_eq!(server.manual_transport(target), transport);
+    let transport = loop {
+        if let PeerEvent::Connected { negotiated, .. } = events.recv().await.unwrap() {
+            break negotiated.transport.kind();
+        }
+    };
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+    let dials = *remote.dials.lock().unwrap();
+    (transport, dials, cache.contains(target))
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_connections_try_v2_first_without_knowing_the_services() {
+    let (transport, dials, cached) = manual(V2Mode::IfAdvertised, ManualTransport::V2First).await;
+    assert_eq!(transport, TransportKind::V2);
+    assert_eq!(dials, 1);
+    assert!(!cached);
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_v2_first_to_a_v1_only_remote_redials_once_over_v1() {
+    let (transport, dials, cached) = manual(V2Mode::Off, ManualTransport::V2First).await;
+    assert_eq!(transport, TransportKind::V1);
+    assert_eq!(
+        dials, 2,
+        "one v2 attempt, one v1 re-dial (Core's reconnect over v1)"
+    );
+    assert!(cached);
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_v1_only_sends_no_v2_key() {
+    // A v2-capable remote still gets v1: the opt-out is for remotes that punish a v2 key.
+    let (transport, dials, cached) = manual(V2Mode::IfAdvertised, ManualTransport::V1Only).await;
+    assert_eq!(transport, TransportKind::V1);
+    assert_eq!(dials, 1);
+    assert!(!cached);
 }

@@ -366,3 +366,47 @@ async fn our_decoys_reach_the_remote_and_are_skipped() {
     handle.disconnect();
     run.await.unwrap();
 }
+
+/// Core's `p2p_v2_misbehaving.py` EARLY_KEY_RESPONSE: a v2 key that starts with our magic and
+/// `versio` is not answered until a byte differs from the 16-byte v1 prefix; then we answer as
+/// the v2 responder and take the key (the patched `bip324` no longer refuses it on the magic).
+#[tokio::test(start_paused = true)]
+async fn key_starting_with_the_magic_is_answered_after_the_v1_prefix_differs() {
+    use tokio::io::AsyncReadExt;
+    let (a, mut remote) = tokio::io::duplex(DUPLEX);
+    let ours = tokio::spawn(inbound_outcome(a));
+    let mut key = bitcoin::Network::Regtest.magic().to_bytes().to_vec();
+    key.extend_from_slice(b"versio");
+    remote.write_all(&key).await.unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), remote.read(&mut buf))
+            .await
+            .is_err(),
+        "10 bytes of the v1 prefix: nothing is sent yet"
+    );
+    // The rest of a 64-byte key (the 11th byte differs from `version`), no garbage yet.
+    let rest: Vec<u8> = (0..54u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    remote.write_all(&rest).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), remote.read_exact(&mut buf))
+        .await
+        .expect("our key arrives once the prefix differs")
+        .unwrap();
+    // The key was accepted: we wait for the garbage terminator, no key-exchange error.
+    assert!(!ours.is_finished());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !ours.is_finished(),
+        "the key starting with the magic was refused"
+    );
+    drop(remote);
+    let (r, _) = ours.await.unwrap();
+    let err = r.unwrap_err();
+    assert!(
+        !matches!(
+            err,
+            HandshakeError::Framing(DecodeError::V2(V2Error::KeyExchange { .. }))
+        ),
+        "{err:?}"
+    );
+}

@@ -166,3 +166,15 @@ pub enum HeaderError {
         needed: u32,
     },
 }
+
+/// Whether each header of a `headers` message builds on the one before it (the first may
+/// build on anything). Bitcoin Core checks this before any other processing
+/// (`CheckHeadersAreContinuous` in net_processing) and treats a peer that fails it as
+/// misbehaving ("non-continuous headers sequence"), disconnecting it; returns the index of
+/// the first header that does not connect to its predecessor, or `None` when all connect.
+pub fn first_discontinuity(headers: &[bitcoin::block::Header]) -> Option<usize> {
+    headers
+        .windows(2)
+        .position(|pair| pair[1].prev_blockhash != pair[0].block_hash())
+        .map(|i| i + 1)
+}

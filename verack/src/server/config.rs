@@ -36,8 +36,9 @@ pub struct ServerConfig {
     pub peer: PeerConfig,
     /// Addresses to listen on (IPv4 and/or IPv6). Default none.
     pub listen: Vec<SocketAddr>,
-    /// Connections allowed in the handshake at once across all listeners; a slot is taken
-    /// *before* `accept`. Default 50 (geth's `MaxPendingPeers`).
+    /// Inbound connections allowed in the handshake at once across all listeners (trusted
+    /// ones not counted); when full, the longest-pending handshake of the /24 or /64 holding
+    /// the most is dropped to admit a newcomer. Default 50 (geth's `MaxPendingPeers`).
     pub max_pending_handshakes: usize,
     /// Admission limits, allow/deny/trusted lists.
     pub admission: AdmissionRules,
@@ -51,8 +52,13 @@ pub struct ServerConfig {
     pub dial_timeout: Duration,
     /// How often the outbound target is re-checked (also after every disconnect). Default 1 s.
     pub outbound_interval: Duration,
-    /// Persistent peers, always reconnected (Core's `-addnode`). Default none.
+    /// Persistent peers, always reconnected (Core's `-addnode`). Default none. Manual
+    /// connections try BIP324 v2 first ([`ManualTransport::V2First`]) unless listed in
+    /// [`v1_only_manual`](Self::v1_only_manual).
     pub persistent: Vec<SocketAddr>,
+    /// Manual peers (persistent or [`connect_once`](super::Server::connect_once)) dialled
+    /// over v1 only ([`ManualTransport::V1Only`]). Default none.
+    pub v1_only_manual: Vec<SocketAddr>,
     /// Dial only the persistent peers, never the address source (Core's `-connect`). Default
     /// `false`.
     pub connect_only: bool,
@@ -113,6 +119,7 @@ impl ServerConfig {
             dial_timeout: Duration::from_secs(5),
             outbound_interval: Duration::from_secs(1),
             persistent: Vec::new(),
+            v1_only_manual: Vec::new(),
             connect_only: false,
             persistent_backoff: Backoff::PERSISTENT_PEER,
             stable_connection: Duration::from_secs(60),
@@ -130,4 +137,20 @@ impl ServerConfig {
             seed_node_interval: Duration::from_secs(30),
         }
     }
+}
+
+/// The transport a manual connection (a persistent peer, or
+/// [`connect_once`](super::Server::connect_once)) starts with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ManualTransport {
+    /// BIP324 v2 first, whether or not the remote is known to advertise `NODE_P2P_V2`, unless
+    /// [`PeerConfig::v2`](crate::peer::PeerConfig::v2) is off or the address is in the
+    /// [`V1OnlyCache`](crate::peer::V1OnlyCache); when the v2 attempt fails with nothing
+    /// received, one immediate v1 re-dial. As Bitcoin Core's `-connect`/`-addnode`/`addnode`
+    /// with `-v2transport=1` (`src/net.cpp`, `use_v2transport`). The default.
+    #[default]
+    V2First,
+    /// v1 only (Core's `addnode … v2transport=false`): for v1-only implementations that
+    /// punish a v2 key (bcoin 1.0 bans the address that sent it one).
+    V1Only,
 }

@@ -31,7 +31,10 @@ pub(crate) struct ServerHandler<H: PeerHandlers> {
 }
 
 impl<H: PeerHandlers> ServerHandler<H> {
-    /// Sets up relay state; outbound full-relay peers are asked for addresses at once (Core).
+    /// Sets up relay state. Outbound peers that relay addresses (full-relay and manual) are
+    /// asked for addresses at once, as Core's `SetupAddressRelay` + `getaddr` on `version`
+    /// from an outbound peer (block-relay-only peers relay no addresses; addr-fetch and feeler
+    /// connections are served elsewhere).
     pub(crate) fn new(
         inner: Arc<Inner<H>>,
         peer: &PeerHandle,
@@ -40,7 +43,8 @@ impl<H: PeerHandlers> ServerHandler<H> {
     ) -> Self {
         let user = inner.handlers.handler(peer, kind);
         let mut bucket = TokenBucket::new(seconds(&inner));
-        if kind == ConnectionKind::FullRelay && peer.send(NetworkMessage::GetAddr).is_ok() {
+        let asks = matches!(kind, ConnectionKind::FullRelay | ConnectionKind::Manual);
+        if asks && peer.send(NetworkMessage::GetAddr).is_ok() {
             bucket.sent_getaddr();
         }
         ServerHandler {

@@ -144,7 +144,8 @@ impl V2Mode {
 pub enum Detected {
     /// Too few bytes to tell.
     NeedMore,
-    /// A v1 peer: the bytes start with our network magic. Continue with v1 on the same bytes.
+    /// A v1 peer: the first 16 bytes are our magic and a `version` command. Continue with v1
+    /// on the same bytes.
     V1,
     /// A v1 `version` header with another network's magic.
     WrongMagic(Magic),
@@ -154,30 +155,32 @@ pub enum Detected {
 
 /// Classifies the first bytes received on an inbound connection (BIP324's responder rule).
 ///
-/// BIP324 compares 16 bytes with `magic + "version\0\0\0\0\0"`. This is decided on the magic
-/// alone: bytes starting with our magic are v1 (the v1 codec then reports a wrong first
-/// message precisely), because a v2 key starting with the magic is refused by the `bip324`
-/// crate anyway. Bytes with another magic followed by `version` are a v1 peer of another
-/// network ([`Detected::WrongMagic`]); anything else is v2, decided as soon as the bytes stop
-/// matching either pattern.
+/// As BIP324 and Bitcoin Core's `V2Transport::ProcessReceivedMaybeV1Bytes`: the connection is
+/// v1 only when all 16 bytes of the v1 prefix (`magic + "version\0\0\0\0\0"`) match, and v2
+/// as soon as one byte differs, so an initiator whose public key happens to start with the
+/// magic (about 1 in 2^32 keys; BIP324 does not ask initiators to avoid them) is taken as v2.
+/// Bytes with another magic followed by `version` are a v1 peer of another network
+/// ([`Detected::WrongMagic`]). Fewer than 16 bytes that match either pattern so far are
+/// [`Detected::NeedMore`]: nothing is sent until the bytes decide.
 pub fn detect_transport(prefix: &[u8], magic: Magic) -> Detected {
     let ours = magic.to_bytes();
-    let magic_len = prefix.len().min(4);
-    if prefix[..magic_len] == ours[..magic_len] {
-        return if prefix.len() >= 4 {
-            Detected::V1
-        } else {
-            Detected::NeedMore
-        };
-    }
-    let command = &prefix[magic_len..prefix.len().min(V1_PREFIX_LEN)];
+    let seen = &prefix[..prefix.len().min(V1_PREFIX_LEN)];
+    let magic_len = seen.len().min(4);
+    let command = &seen[magic_len..];
     if command != &VERSION_COMMAND[..command.len()] {
         return Detected::V2;
     }
-    if prefix.len() < V1_PREFIX_LEN {
+    let our_magic = seen[..magic_len] == ours[..magic_len];
+    if seen.len() < V1_PREFIX_LEN {
+        // Still a prefix of our v1 `version` header, or (magic differing) of another
+        // network's: more bytes decide.
         return Detected::NeedMore;
     }
-    Detected::WrongMagic(Magic::from_bytes(prefix[..4].try_into().expect("4 bytes")))
+    if our_magic {
+        Detected::V1
+    } else {
+        Detected::WrongMagic(Magic::from_bytes(seen[..4].try_into().expect("4 bytes")))
+    }
 }
 
 #[cfg(test)]
@@ -192,8 +195,22 @@ mod tests {
         v1.extend_from_slice(VERSION_COMMAND);
         assert_eq!(detect_transport(&[], magic), Detected::NeedMore);
         assert_eq!(detect_transport(&v1[..3], magic), Detected::NeedMore);
-        assert_eq!(detect_transport(&v1[..4], magic), Detected::V1);
+        // The magic alone decides nothing: all 16 bytes must match for v1.
+        for n in 4..V1_PREFIX_LEN {
+            assert_eq!(
+                detect_transport(&v1[..n], magic),
+                Detected::NeedMore,
+                "{n} bytes"
+            );
+        }
         assert_eq!(detect_transport(&v1, magic), Detected::V1);
+        // A v2 key that starts with our magic: v2 at the first byte that differs.
+        let mut key = magic.to_bytes().to_vec();
+        key.extend_from_slice(b"versiox");
+        assert_eq!(detect_transport(&key[..10], magic), Detected::NeedMore);
+        assert_eq!(detect_transport(&key[..11], magic), Detected::V2);
+        key[4] = 0xff;
+        assert_eq!(detect_transport(&key[..5], magic), Detected::V2);
         let main = Network::Bitcoin.magic();
         let mut other = main.to_bytes().to_vec();
         other.extend_from_slice(VERSION_COMMAND);
