@@ -41,10 +41,10 @@ async fn silent_flood_holds_at_most_the_pending_slots_and_an_honest_peer_gets_in
         .unwrap()
         .expect("honest handshake completes during the flood");
     assert!(
-        started_at.elapsed() >= Duration::from_secs(1),
-        "it waited for silent ones to time out"
+        started_at.elapsed() < Duration::from_secs(1),
+        "it made room by dropping a silent one, not by waiting for their timeouts"
     );
-    // Every silent connection is closed by the server's handshake timeout.
+    // Every silent connection is closed: dropped to make room, or by the handshake timeout.
     for s in silent.iter_mut() {
         assert!(closed_within(s, Duration::from_secs(10)).await);
     }
@@ -76,15 +76,14 @@ async fn admission_before_the_handshake_ban_allow_deny_pending_per_ip() {
     assert!(closed_within(&mut s, Duration::from_secs(2)).await);
     assert!(matches!(next_refusal(&mut events).await, Refusal::Denied));
 
-    // Pending per /24: two silent ones fill 127.0.7.0/24; a third from it is refused.
-    let _a = connect_from("127.0.7.1", at).await;
+    // Pending per /24: two silent ones fill 127.0.7.0/24; a third from it is not refused but
+    // makes room by dropping the longest-pending one (server_pending_flood.rs has the floods).
+    let mut a = connect_from("127.0.7.1", at).await;
     let _b = connect_from("127.0.7.2", at).await;
-    let mut c = connect_from("127.0.7.3", at).await;
-    assert!(closed_within(&mut c, Duration::from_secs(1)).await);
-    assert!(matches!(
-        next_refusal(&mut events).await,
-        Refusal::TooManyPending { .. }
-    ));
+    wait_until("two pending", || server.pending_handshakes() == 2).await;
+    let _c = connect_from("127.0.7.3", at).await;
+    assert!(closed_within(&mut a, Duration::from_secs(1)).await);
+    assert_eq!(server.pending_handshakes(), 2);
 
     // Per IP: two established from 127.0.8.8; the third is refused.
     let (_h1, _r1) = keep(client("127.0.8.8", at).await.unwrap());

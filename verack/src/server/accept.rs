@@ -1,8 +1,10 @@
-//! The accept loop: a pending slot before `accept`, backoff on errors, checkpoint 1.
+//! The accept loop: accept, back off on errors, checkpoint 1 (which may drop a pending
+//! handshake to make room), then one task per admitted connection.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::peer::Direction;
@@ -10,15 +12,16 @@ use crate::peer::Direction;
 use super::session::{serve, PendingSlot};
 use super::{ConnectionKind, Inner, PeerEvent, PeerHandlers};
 
+/// Accepts until the server stops. There is no slot to wait for before `accept`: when the
+/// pending handshakes are at their limit (in total or for the newcomer's /24 or /64),
+/// checkpoint 1 removes the longest-pending handshake of the group holding the most
+/// ([`select_pending_to_drop`](super::registry::select_pending_to_drop)) and this loop cancels
+/// it, so pending handshakes in the registry never exceed
+/// [`max_pending_handshakes`](super::ServerConfig::max_pending_handshakes) (plus trusted ones),
+/// and open sockets exceed it only by the dropped ones whose tasks have not yet run.
 pub(crate) async fn accept_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, listener: TcpListener) {
     let mut failures: u32 = 0;
     loop {
-        // The slot is taken before accepting, so silent connections cannot starve the loop:
-        // at most `max_pending_handshakes` sockets are ever waiting for a handshake.
-        let permit = tokio::select! {
-            p = inner.pending_slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = inner.cancel.cancelled() => return,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = inner.cancel.cancelled() => return,
@@ -44,20 +47,40 @@ pub(crate) async fn accept_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, listener:
             }
         };
         let banned = inner.is_banned(addr);
-        let admitted = inner
-            .registry()
-            .begin_pending(addr.ip(), banned, &inner.config.admission);
-        if let Err(refusal) = admitted {
-            tracing::debug!(%addr, %refusal, "inbound refused before the handshake");
-            inner.emit(PeerEvent::Refused {
-                addr,
-                direction: Direction::Inbound,
-                refusal,
-            });
-            continue; // drops the stream (closed) and the permit
+        let cancel = inner.cancel.child_token();
+        let admitted = inner.registry().begin_pending(
+            addr.ip(),
+            banned,
+            &inner.config.admission,
+            inner.config.max_pending_handshakes,
+            Instant::now(),
+            cancel.clone(),
+        );
+        let admission = match admitted {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::debug!(%addr, %refusal, "inbound refused before the handshake");
+                inner.emit(PeerEvent::Refused {
+                    addr,
+                    direction: Direction::Inbound,
+                    refusal,
+                });
+                continue; // drops the stream (closed)
+            }
+        };
+        if let Some(dropped) = admission.dropped {
+            tracing::debug!(
+                dropped = %dropped.ip,
+                pending_for = ?dropped.started_at.elapsed(),
+                for_peer = %addr,
+                "pending handshakes full: dropping the longest-pending of the busiest group"
+            );
+            // Its task ends the handshake (HandshakeError::Cancelled) and closes the socket;
+            // its slot was already released by the registry.
+            dropped.cancel.cancel();
         }
         let _ = stream.set_nodelay(true);
-        let slot = PendingSlot::new(inner.clone(), permit, addr.ip());
+        let slot = PendingSlot::new(inner.clone(), admission.id, cancel);
         inner.tracker.spawn(serve(
             inner.clone(),
             Box::new(stream),

@@ -4,15 +4,26 @@
 //!
 //! # Accept path
 //! ```text
-//! pending slot (semaphore, max_pending_handshakes) ── taken BEFORE accept()
-//!   └─ accept() ── error: back off 5 ms → 1 s, log once per burst
-//!        └─ checkpoint 1 (Registry::begin_pending): allow/deny list, ban,
-//!           ≤ 8 pending per /24 or /64, ≤ 5 established per IP      ── refuse: close at once
-//!             └─ handshake (peer core; self-connection via the shared nonce cache)
-//!                  └─ checkpoint 2 (Registry::admit): duplicate address or nonce, per IP,
-//!                     max inbound → evict (SelectNodeToEvict) or refuse, max total
-//!                       └─ run until disconnect → score misbehaviour → maybe ban
+//! accept() ── error: back off 5 ms → 1 s, log once per burst
+//!   └─ checkpoint 1 (Registry::begin_pending): allow/deny list, ban,
+//!      ≤ 5 established per IP                                        ── refuse: close at once
+//!      pending full (8 per /24 or /64, max_pending_handshakes = 50 in total)
+//!        ── drop the longest-pending handshake of the busiest group (its token is cancelled)
+//!        └─ handshake (peer core; self-connection via the shared nonce cache), raced
+//!           against its pending token
+//!             └─ checkpoint 2 (Registry::admit): duplicate address or nonce, per IP,
+//!                max inbound → evict (SelectNodeToEvict) or refuse, max total
+//!                  └─ run until disconnect → score misbehaviour → maybe ban
 //! ```
+//! Full pending slots make room rather than refuse: a flood of silent connections (which
+//! never finish a handshake) would otherwise lock out every honest peer of its /24 — CGNAT
+//! users, one ISP's customers — until the handshake timeout. As Core's
+//! `AttemptToEvictConnection` evicts from the netgroup with the most connections, the
+//! handshake dropped is one of the group holding the most pending slots; unlike Core, which
+//! protects its long-lived peers, it is that group's *longest-pending* one, since an honest
+//! handshake takes one round trip ([`select_pending_to_drop`]). The accept loop therefore
+//! never waits for a slot; pending handshakes stay within `max_pending_handshakes` (trusted
+//! ones excepted), each released exactly once.
 //! # Dial path
 //! ```text
 //! outbound loop (every outbound_interval, and after each disconnect)
@@ -60,7 +71,7 @@ use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::message_blockdata::Inventory;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Notify, Semaphore};
+use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,7 +85,10 @@ pub use dial::{
 };
 pub use events::PeerEvent;
 pub use misbehaviour::misbehaviour_score;
-pub use registry::{AdmissionRules, Established, Refusal, Registry};
+pub use registry::{
+    select_pending_to_drop, AdmissionRules, Established, Pending, PendingAdmission,
+    PendingCandidate, PendingId, Refusal, Registry,
+};
 
 use crate::netgroup::is_local;
 use crate::peer::{
@@ -161,7 +175,6 @@ pub(crate) struct Inner<H> {
     pub(crate) events: broadcast::Sender<PeerEvent>,
     pub(crate) tracker: TaskTracker,
     pub(crate) cancel: CancellationToken,
-    pub(crate) pending_slots: Arc<Semaphore>,
     pub(crate) local_addrs: Mutex<Vec<SocketAddr>>,
     pub(crate) netgroup_key: RandomState,
     pub(crate) epoch: Instant,
@@ -300,7 +313,6 @@ impl<H: PeerHandlers> Server<H> {
         };
         Server {
             inner: Arc::new(Inner {
-                pending_slots: Arc::new(Semaphore::new(config.max_pending_handshakes)),
                 peer_config: Arc::new(config.peer.clone()),
                 block_relay_config: Arc::new(PeerConfig {
                     relay: false,
@@ -570,9 +582,10 @@ impl<H: PeerHandlers> Server<H> {
         self.inner.tracker.len()
     }
 
-    /// Inbound connections currently in the handshake (holding a pending slot).
+    /// Inbound connections currently in the handshake (holding a pending slot): at most
+    /// [`max_pending_handshakes`](ServerConfig::max_pending_handshakes) plus trusted ones.
     pub fn pending_handshakes(&self) -> usize {
-        self.inner.config.max_pending_handshakes - self.inner.pending_slots.available_permits()
+        self.inner.registry().pending_count()
     }
 
     /// Outbound dials in flight (connecting or handshaking).

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
 use crate::netgroup::netgroup;
@@ -23,7 +24,9 @@ pub struct AdmissionRules {
     pub deny: Vec<IpNet>,
     /// Peers in these networks bypass every limit and ban, and are never evicted.
     pub trusted: Vec<IpNet>,
-    /// Inbound handshakes in progress per /24 (IPv4) or /64 (IPv6). Default 8.
+    /// Inbound handshakes in progress per /24 (IPv4) or /64 (IPv6). Default 8. When a
+    /// newcomer's /24 or /64 is at this limit, the longest-pending handshake of that group is
+    /// dropped to make room (see [`select_pending_to_drop`]); trusted handshakes do not count.
     pub max_pending_per_group: usize,
     /// Established connections per IP address. Default 5 (dcrd).
     pub max_per_ip: usize,
@@ -81,7 +84,8 @@ pub enum Refusal {
     /// In the deny list.
     #[error("in the deny list")]
     Denied,
-    /// Too many handshakes in progress from this /24 or /64.
+    /// Too many handshakes in progress from this /24 or /64, or in total, and none could be
+    /// dropped to make room (only trusted ones are pending, or the limit is 0).
     #[error("too many pending handshakes from {group}")]
     TooManyPending {
         /// The /24 or /64.
@@ -137,6 +141,87 @@ pub struct Established<T> {
     pub payload: T,
 }
 
+/// Identifies one pending inbound handshake (unique for the registry's life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PendingId(pub u64);
+
+/// An inbound connection in its handshake, as the registry keeps it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Its id.
+    pub id: PendingId,
+    /// The remote address (canonical: mapped IPv4 is IPv4).
+    pub ip: IpAddr,
+    /// Its /24 (IPv4) or /64 (IPv6).
+    pub group: IpNet,
+    /// When it was accepted.
+    pub started_at: Instant,
+    /// Trusted: not counted against the pending limits, never dropped.
+    pub trusted: bool,
+    /// Cancelled to drop this handshake; the connection's task selects on it.
+    pub cancel: CancellationToken,
+}
+
+/// A pending handshake admitted by [`Registry::begin_pending`].
+#[derive(Debug)]
+pub struct PendingAdmission {
+    /// The newcomer's id; release it with [`Registry::end_pending`].
+    pub id: PendingId,
+    /// The pending handshake dropped to make room, already removed from the registry (its
+    /// slot is released); the caller cancels its [`cancel`](Pending::cancel) token.
+    pub dropped: Option<Pending>,
+}
+
+/// What [`select_pending_to_drop`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingCandidate {
+    /// The pending handshake.
+    pub id: PendingId,
+    /// Its /24 or /64.
+    pub group: IpNet,
+    /// When it was accepted.
+    pub started_at: Instant,
+}
+
+/// Which pending handshake to drop when the pending slots are full: the longest-pending one
+/// of the group holding the most pending slots (ties: the group whose longest-pending
+/// handshake started first; then the lower id). With `within`, only that group is considered
+/// (the newcomer's group is at its own limit, so only a drop there makes room). `None` if no
+/// candidate.
+///
+/// This is Bitcoin Core's inbound eviction (`AttemptToEvictConnection` → `SelectNodeToEvict`:
+/// evict from the netgroup with the most connections, protect long-lived peers) applied to
+/// handshakes, with one inversion: an honest handshake takes one round trip, so among pending
+/// connections the *oldest* is the likeliest to be silent and is dropped, where Core keeps
+/// its oldest established peers and evicts the youngest. A flood from one group so mostly
+/// displaces itself; a newcomer is never refused for lack of a slot, and an honest peer
+/// sharing a group with a flooder (CGNAT) completes its handshake unless the flooder opens
+/// `max_pending_per_group` connections within that one round trip.
+pub fn select_pending_to_drop(
+    candidates: &[PendingCandidate],
+    within: Option<IpNet>,
+) -> Option<PendingId> {
+    // Per group: how many, and its longest-pending (started_at, id).
+    let mut groups: HashMap<IpNet, (usize, (Instant, PendingId))> = HashMap::new();
+    for c in candidates
+        .iter()
+        .filter(|c| within.is_none_or(|g| c.group == g))
+    {
+        let key = (c.started_at, c.id);
+        groups
+            .entry(c.group)
+            .and_modify(|(n, oldest)| {
+                *n += 1;
+                *oldest = (*oldest).min(key);
+            })
+            .or_insert((1, key));
+    }
+    groups
+        .into_values()
+        .max_by(|(n_a, oldest_a), (n_b, oldest_b)| n_a.cmp(n_b).then(oldest_b.cmp(oldest_a)))
+        .map(|(_, (_, id))| id)
+}
+
 /// Connections known to the server.
 #[derive(Debug)]
 pub struct Registry<T> {
@@ -144,7 +229,8 @@ pub struct Registry<T> {
     by_addr: HashMap<SocketAddr, PeerId>,
     by_nonce: HashMap<u64, PeerId>,
     per_ip: HashMap<IpAddr, usize>,
-    pending: HashMap<IpNet, usize>,
+    pending: HashMap<PendingId, Pending>,
+    next_pending: u64,
     dialing: HashMap<SocketAddr, ConnectionKind>,
     loopback_groups: bool,
 }
@@ -158,6 +244,7 @@ impl<T> Default for Registry<T> {
             by_nonce: HashMap::new(),
             per_ip: HashMap::new(),
             pending: HashMap::new(),
+            next_pending: 0,
             dialing: HashMap::new(),
         }
     }
@@ -177,50 +264,97 @@ impl<T> Registry<T> {
         netgroup_with(ip, self.loopback_groups)
     }
 
-    /// Checkpoint before an inbound handshake: bans, allow/deny, pending per /24 or /64, and
-    /// established per IP. On success the pending slot is taken; release it with
-    /// [`end_pending`](Self::end_pending).
+    /// Checkpoint before an inbound handshake: allow/deny, bans and established per IP refuse;
+    /// then the pending limits — at most `rules.max_pending_per_group` per /24 or /64 and
+    /// `max_pending` in total (the server's
+    /// [`max_pending_handshakes`](super::ServerConfig::max_pending_handshakes)) — make room
+    /// instead of refusing: when one is reached the handshake chosen by
+    /// [`select_pending_to_drop`] is removed and returned in
+    /// [`PendingAdmission::dropped`] (from the newcomer's group if that group is full, else
+    /// from the group holding the most). The newcomer is registered as pending since `now`,
+    /// with `cancel` as its drop handle. Release it with [`end_pending`](Self::end_pending).
+    ///
+    /// Trusted addresses obey only allow/deny; their handshakes are not counted against the
+    /// pending limits and are never dropped, so pending handshakes number at most
+    /// `max_pending` plus the trusted ones.
     ///
     /// # Errors
-    /// The [`Refusal`] of the first rule that fails; trusted addresses only obey allow/deny.
+    /// The [`Refusal`] of the first rule that fails: [`Refusal::Denied`],
+    /// [`Refusal::NotAllowed`], [`Refusal::Banned`], [`Refusal::TooManyFromIp`], or
+    /// [`Refusal::TooManyPending`] when a pending limit is reached and nothing can be dropped
+    /// (a limit of 0, or only trusted handshakes pending).
     pub fn begin_pending(
         &mut self,
         ip: IpAddr,
         banned: bool,
         rules: &AdmissionRules,
-    ) -> Result<(), Refusal> {
+        max_pending: usize,
+        now: Instant,
+        cancel: CancellationToken,
+    ) -> Result<PendingAdmission, Refusal> {
         let ip = canonical(ip);
         rules.permits(ip)?;
         let group = pending_group(ip);
-        if !rules.is_trusted(ip) {
+        let trusted = rules.is_trusted(ip);
+        let mut dropped = None;
+        if !trusted {
             if banned {
                 return Err(Refusal::Banned);
-            }
-            if self.pending.get(&group).copied().unwrap_or(0) >= rules.max_pending_per_group {
-                return Err(Refusal::TooManyPending { group });
             }
             if self.per_ip.get(&ip).copied().unwrap_or(0) >= rules.max_per_ip {
                 return Err(Refusal::TooManyFromIp { ip });
             }
-        }
-        *self.pending.entry(group).or_default() += 1;
-        Ok(())
-    }
-
-    /// Releases the pending slot taken by [`begin_pending`](Self::begin_pending).
-    pub fn end_pending(&mut self, ip: IpAddr) {
-        let group = pending_group(ip);
-        if let Some(n) = self.pending.get_mut(&group) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending.remove(&group);
+            let candidates: Vec<PendingCandidate> = self
+                .pending
+                .values()
+                .filter(|p| !p.trusted)
+                .map(|p| PendingCandidate {
+                    id: p.id,
+                    group: p.group,
+                    started_at: p.started_at,
+                })
+                .collect();
+            let in_group = candidates.iter().filter(|c| c.group == group).count();
+            let group_full = in_group >= rules.max_pending_per_group;
+            if group_full || candidates.len() >= max_pending {
+                // Only a drop in the newcomer's own group makes room when that group is full.
+                let victim = select_pending_to_drop(&candidates, group_full.then_some(group))
+                    .ok_or(Refusal::TooManyPending { group })?;
+                dropped = self.pending.remove(&victim);
             }
         }
+        let id = PendingId(self.next_pending);
+        self.next_pending += 1;
+        self.pending.insert(
+            id,
+            Pending {
+                id,
+                ip,
+                group,
+                started_at: now,
+                trusted,
+                cancel,
+            },
+        );
+        Ok(PendingAdmission { id, dropped })
     }
 
-    /// Inbound handshakes in progress from the /24 or /64 of `ip`.
+    /// Releases the pending slot `id` taken by [`begin_pending`](Self::begin_pending). Returns
+    /// whether it was still held: `false` once released, or after it was dropped to make room
+    /// (the drop released it), so a slot is released exactly once.
+    pub fn end_pending(&mut self, id: PendingId) -> bool {
+        self.pending.remove(&id).is_some()
+    }
+
+    /// Inbound handshakes in progress from the /24 or /64 of `ip` (trusted ones included).
     pub fn pending_in_group(&self, ip: IpAddr) -> usize {
-        self.pending.get(&pending_group(ip)).copied().unwrap_or(0)
+        let group = pending_group(ip);
+        self.pending.values().filter(|p| p.group == group).count()
+    }
+
+    /// Inbound handshakes in progress (trusted ones included).
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
     }
 
     /// Checkpoint after a handshake: duplicate (same address, or same remote nonce), per-IP,
@@ -377,6 +511,8 @@ impl<T> Registry<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn rules() -> AdmissionRules {
@@ -414,67 +550,248 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `begin_pending` with 100 total pending slots, now; the id of the dropped handshake.
+    fn try_begin(
+        r: &mut Registry<()>,
+        addr: &str,
+        banned: bool,
+        rules: &AdmissionRules,
+    ) -> Result<Option<PendingId>, Refusal> {
+        r.begin_pending(
+            ip(addr),
+            banned,
+            rules,
+            100,
+            Instant::now(),
+            CancellationToken::new(),
+        )
+        .map(|a| a.dropped.map(|d| d.id))
+    }
+
     #[test]
     fn bans_and_lists_are_checked_before_the_handshake() {
         let mut r = Registry::<()>::default();
         let mut rules = rules();
         assert_eq!(
-            r.begin_pending(ip("1.2.3.4"), true, &rules),
+            try_begin(&mut r, "1.2.3.4", true, &rules),
             Err(Refusal::Banned)
         );
         rules.deny = vec!["1.2.0.0/16".parse().unwrap()];
         assert_eq!(
-            r.begin_pending(ip("1.2.3.4"), false, &rules),
+            try_begin(&mut r, "1.2.3.4", false, &rules),
             Err(Refusal::Denied)
         );
         rules.deny.clear();
         rules.allow = vec!["5.0.0.0/8".parse().unwrap(), "2600::/16".parse().unwrap()];
         assert_eq!(
-            r.begin_pending(ip("1.2.3.4"), false, &rules),
+            try_begin(&mut r, "1.2.3.4", false, &rules),
             Err(Refusal::NotAllowed)
         );
-        assert_eq!(r.begin_pending(ip("5.6.7.8"), false, &rules), Ok(()));
-        assert_eq!(r.begin_pending(ip("2600::1"), false, &rules), Ok(()));
+        assert_eq!(try_begin(&mut r, "5.6.7.8", false, &rules), Ok(None));
+        assert_eq!(try_begin(&mut r, "2600::1", false, &rules), Ok(None));
         assert_eq!(
-            r.begin_pending(ip("::ffff:5.6.7.9"), false, &rules),
-            Ok(()),
+            try_begin(&mut r, "::ffff:5.6.7.9", false, &rules),
+            Ok(None),
             "mapped IPv4 is IPv4"
         );
         assert_eq!(
-            r.begin_pending(ip("2700::1"), false, &rules),
+            try_begin(&mut r, "2700::1", false, &rules),
             Err(Refusal::NotAllowed)
         );
     }
 
+    fn candidate(id: u64, group: &str, started_secs: u64) -> PendingCandidate {
+        PendingCandidate {
+            id: PendingId(id),
+            group: group.parse().unwrap(),
+            started_at: epoch() + Duration::from_secs(started_secs),
+        }
+    }
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
     #[test]
-    fn pending_handshakes_are_limited_per_24_and_64() {
+    fn the_longest_pending_of_the_most_pending_group_is_dropped() {
+        assert_eq!(select_pending_to_drop(&[], None), None);
+        let a = "1.2.3.0/24";
+        let b = "5.6.7.0/24";
+        let c = "2600:1:2:3::/64";
+        // b holds the most; its longest-pending (started at 3) goes, not the oldest overall.
+        let entries = [
+            candidate(1, a, 1),
+            candidate(2, b, 4),
+            candidate(3, b, 3),
+            candidate(4, c, 2),
+            candidate(5, b, 5),
+            candidate(6, a, 6),
+        ];
+        assert_eq!(select_pending_to_drop(&entries, None), Some(PendingId(3)));
+        // Restricted to one group: that group's longest-pending.
+        assert_eq!(
+            select_pending_to_drop(&entries, Some(a.parse().unwrap())),
+            Some(PendingId(1))
+        );
+        assert_eq!(
+            select_pending_to_drop(&entries, Some("9.9.9.0/24".parse().unwrap())),
+            None
+        );
+        // A tie in size: the group whose longest-pending started first; equal times: lower id.
+        let tied = [
+            candidate(1, a, 5),
+            candidate(2, b, 2),
+            candidate(3, a, 3),
+            candidate(4, b, 9),
+        ];
+        assert_eq!(select_pending_to_drop(&tied, None), Some(PendingId(2)));
+        let same_time = [candidate(7, a, 1), candidate(4, b, 1), candidate(9, a, 1)];
+        assert_eq!(select_pending_to_drop(&same_time, None), Some(PendingId(7)));
+        let same_time = [candidate(7, a, 1), candidate(4, b, 1)];
+        assert_eq!(select_pending_to_drop(&same_time, None), Some(PendingId(4)));
+    }
+
+    #[test]
+    fn a_full_24_or_64_drops_its_own_longest_pending_instead_of_refusing() {
         let mut r = Registry::<()>::default();
-        let rules = rules();
-        assert!(r.begin_pending(ip("1.2.3.4"), false, &rules).is_ok());
-        assert!(r.begin_pending(ip("1.2.3.5"), false, &rules).is_ok());
-        assert!(matches!(
-            r.begin_pending(ip("1.2.3.6"), false, &rules),
-            Err(Refusal::TooManyPending { .. })
-        ));
-        assert!(
-            r.begin_pending(ip("1.2.4.6"), false, &rules).is_ok(),
-            "another /24"
+        let rules = rules(); // 2 per group
+        let t = |s: u64| epoch() + Duration::from_secs(s);
+        let begin = |r: &mut Registry<()>, addr: &str, at: u64| {
+            r.begin_pending(
+                ip(addr),
+                false,
+                &rules,
+                100,
+                t(at),
+                CancellationToken::new(),
+            )
+            .unwrap()
+        };
+        let first = begin(&mut r, "1.2.3.4", 0);
+        let second = begin(&mut r, "1.2.3.5", 1);
+        assert!(first.dropped.is_none() && second.dropped.is_none());
+        let other = begin(&mut r, "1.2.4.6", 2);
+        assert!(other.dropped.is_none(), "another /24");
+        let third = begin(&mut r, "1.2.3.6", 3);
+        let dropped = third.dropped.expect("the /24 is full: one is dropped");
+        assert_eq!(dropped.id, first.id, "its longest-pending");
+        assert_eq!(dropped.ip, ip("1.2.3.4"));
+        assert_eq!(r.pending_in_group(ip("1.2.3.1")), 2);
+        assert_eq!(r.pending_count(), 3);
+        // IPv6: per /64.
+        let v6 = begin(&mut r, "2600:1:2:3::1", 4);
+        begin(&mut r, "2600:1:2:3::2", 5);
+        assert_eq!(
+            begin(&mut r, "2600:1:2:3:ffff::9", 6).dropped.map(|d| d.id),
+            Some(v6.id)
         );
-        r.end_pending(ip("1.2.3.4"));
         assert!(
-            r.begin_pending(ip("1.2.3.6"), false, &rules).is_ok(),
-            "slot released"
-        );
-        assert!(r.begin_pending(ip("2600:1:2:3::1"), false, &rules).is_ok());
-        assert!(r.begin_pending(ip("2600:1:2:3::2"), false, &rules).is_ok());
-        assert!(matches!(
-            r.begin_pending(ip("2600:1:2:3:ffff::9"), false, &rules),
-            Err(Refusal::TooManyPending { .. })
-        ));
-        assert!(
-            r.begin_pending(ip("2600:1:2:4::1"), false, &rules).is_ok(),
+            begin(&mut r, "2600:1:2:4::1", 7).dropped.is_none(),
             "another /64"
         );
+        assert_eq!(r.pending_in_group(ip("2600:1:2:3::7")), 2);
+    }
+
+    #[test]
+    fn full_total_drops_from_the_group_holding_the_most() {
+        let mut r = Registry::<()>::default();
+        let rules = AdmissionRules {
+            max_pending_per_group: 3,
+            ..rules()
+        };
+        let t = |s: u64| epoch() + Duration::from_secs(s);
+        let begin = |r: &mut Registry<()>, addr: &str, at: u64| {
+            r.begin_pending(ip(addr), false, &rules, 4, t(at), CancellationToken::new())
+                .unwrap()
+        };
+        let lone = begin(&mut r, "7.7.7.7", 0); // the oldest overall, alone in its /24
+        let a1 = begin(&mut r, "1.2.3.1", 1);
+        let a2 = begin(&mut r, "1.2.3.2", 2);
+        begin(&mut r, "1.2.3.3", 3);
+        assert_eq!(r.pending_count(), 4);
+        // Total full: the newcomer from a fresh /24 gets in; the busiest /24 loses its oldest.
+        let newcomer = begin(&mut r, "5.5.5.5", 4);
+        assert_eq!(newcomer.dropped.as_ref().map(|d| d.id), Some(a1.id));
+        assert_eq!(r.pending_count(), 4, "bounded by the total");
+        // Its token is handed back for the caller to cancel.
+        let dropped = newcomer.dropped.unwrap();
+        assert!(!dropped.cancel.is_cancelled());
+        // The flooder's own next connection displaces itself, never the lone peer.
+        assert_eq!(
+            begin(&mut r, "1.2.3.9", 5).dropped.map(|d| d.id),
+            Some(a2.id)
+        );
+        assert!(r.end_pending(lone.id), "the lone peer was never dropped");
+    }
+
+    #[test]
+    fn a_pending_slot_is_released_exactly_once() {
+        let mut r = Registry::<()>::default();
+        let rules = rules(); // 2 per group
+        let start = |r: &mut Registry<()>, addr: &str| {
+            r.begin_pending(
+                ip(addr),
+                false,
+                &rules,
+                100,
+                Instant::now(),
+                CancellationToken::new(),
+            )
+            .unwrap()
+        };
+        let a = start(&mut r, "1.2.3.1");
+        let b = start(&mut r, "1.2.3.2");
+        let c = start(&mut r, "1.2.3.3");
+        assert_eq!(c.dropped.map(|d| d.id), Some(a.id));
+        // The dropped connection's task ends later and releases its slot: a no-op.
+        assert!(!r.end_pending(a.id), "already released by the drop");
+        assert_eq!(r.pending_in_group(ip("1.2.3.0")), 2);
+        assert!(r.end_pending(b.id));
+        assert!(!r.end_pending(b.id), "a second release is a no-op");
+        assert_eq!(r.pending_in_group(ip("1.2.3.0")), 1);
+        assert!(r.end_pending(c.id));
+        assert_eq!(r.pending_count(), 0);
+        assert_eq!(r.pending_in_group(ip("1.2.3.0")), 0);
+    }
+
+    #[test]
+    fn refusals_still_refuse_when_a_drop_would_make_room() {
+        let mut r = Registry::<()>::default();
+        let mut rules = rules();
+        rules.deny = vec!["1.2.3.9/32".parse().unwrap()];
+        try_begin(&mut r, "1.2.3.1", false, &rules).unwrap();
+        try_begin(&mut r, "1.2.3.2", false, &rules).unwrap();
+        assert_eq!(
+            try_begin(&mut r, "1.2.3.3", true, &rules),
+            Err(Refusal::Banned)
+        );
+        assert_eq!(
+            try_begin(&mut r, "1.2.3.9", false, &rules),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(r.pending_in_group(ip("1.2.3.0")), 2, "nothing dropped");
+        // Limits of 0 leave nothing to drop: refused.
+        let mut r = Registry::<()>::default();
+        let zero = AdmissionRules {
+            max_pending_per_group: 0,
+            ..rules.clone()
+        };
+        assert!(matches!(
+            try_begin(&mut r, "1.2.3.1", false, &zero),
+            Err(Refusal::TooManyPending { .. })
+        ));
+        assert!(matches!(
+            r.begin_pending(
+                ip("1.2.3.1"),
+                false,
+                &rules,
+                0,
+                Instant::now(),
+                CancellationToken::new()
+            ),
+            Err(Refusal::TooManyPending { .. })
+        ));
     }
 
     #[test]
@@ -483,8 +800,36 @@ mod tests {
         let mut rules = rules();
         rules.trusted = vec!["9.9.9.0/24".parse().unwrap()];
         for _ in 0..10 {
-            assert!(r.begin_pending(ip("9.9.9.9"), true, &rules).is_ok());
+            assert_eq!(try_begin(&mut r, "9.9.9.9", true, &rules), Ok(None));
         }
+        // Trusted handshakes are not counted and never dropped: with only those pending, a
+        // full total refuses an untrusted newcomer rather than drop one.
+        assert_eq!(r.pending_count(), 10);
+        assert!(matches!(
+            r.begin_pending(
+                ip("9.9.6.1"),
+                false,
+                &rules,
+                0,
+                Instant::now(),
+                CancellationToken::new()
+            ),
+            Err(Refusal::TooManyPending { .. })
+        ));
+        assert_eq!(try_begin(&mut r, "9.9.8.1", false, &rules), Ok(None));
+        assert!(matches!(
+            r.begin_pending(
+                ip("9.9.7.1"),
+                false,
+                &rules,
+                1,
+                Instant::now(),
+                CancellationToken::new()
+            )
+            .map(|a| a.dropped.map(|d| d.ip)),
+            Ok(Some(dropped)) if dropped == ip("9.9.8.1")
+        ));
+        assert_eq!(r.pending_count(), 11);
         for n in 0..10 {
             let mut p = peer(n, &format!("9.9.9.9:{}", 1000 + n), Direction::Inbound, 0);
             p.trusted = true;
@@ -508,7 +853,7 @@ mod tests {
             })
             .is_ok());
         assert_eq!(
-            r.begin_pending(ip("1.1.1.1"), false, &rules),
+            try_begin(&mut r, "1.1.1.1", false, &rules),
             Err(Refusal::TooManyFromIp { ip: ip("1.1.1.1") })
         );
         assert_eq!(
@@ -519,7 +864,7 @@ mod tests {
             Some(Refusal::TooManyFromIp { ip: ip("1.1.1.1") })
         );
         r.remove(PeerId(1));
-        assert!(r.begin_pending(ip("1.1.1.1"), false, &rules).is_ok());
+        assert!(try_begin(&mut r, "1.1.1.1", false, &rules).is_ok());
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! then cleanup, misbehaviour scoring and events.
 
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::netgroup::is_local;
 use crate::peer::{BoxError, Direction, Peer, PeerId};
@@ -15,25 +15,35 @@ use crate::peer::{BoxError, Direction, Peer, PeerId};
 use super::dial::BoxedConnection;
 use super::eviction::{select_node_to_evict, EvictionCandidate, EvictionNetwork};
 use super::misbehaviour::misbehaviour_score;
+use super::registry::PendingId;
 use super::{ConnectionKind, Entry, Established, Inner, PeerEvent, PeerHandlers, Registry};
 
-/// An inbound connection's pending-handshake slot: the semaphore permit and the per-/24 count,
-/// released together when dropped.
+/// An inbound connection's pending-handshake slot in the registry, and the token that drops
+/// the handshake (a child of the server's token, cancelled by the accept loop when this
+/// handshake is chosen to make room). Dropping the slot releases it: a no-op if it was already
+/// released by being dropped to make room, so each slot is released exactly once.
 pub(crate) struct PendingSlot {
     release: Box<dyn FnOnce() + Send>,
-    _permit: OwnedSemaphorePermit,
+    cancel: CancellationToken,
 }
 
 impl PendingSlot {
     pub(crate) fn new<H: PeerHandlers>(
         inner: Arc<Inner<H>>,
-        permit: OwnedSemaphorePermit,
-        ip: IpAddr,
+        id: PendingId,
+        cancel: CancellationToken,
     ) -> PendingSlot {
         PendingSlot {
-            release: Box::new(move || inner.registry().end_pending(ip)),
-            _permit: permit,
+            release: Box::new(move || {
+                inner.registry().end_pending(id);
+            }),
+            cancel,
         }
+    }
+
+    /// Fires when the server stops or this handshake is dropped to make room.
+    pub(crate) fn cancel(&self) -> &CancellationToken {
+        &self.cancel
     }
 }
 
@@ -80,7 +90,9 @@ pub(crate) async fn serve<H: PeerHandlers>(
     };
     // Boxed: the handshake's state is freed once it ends instead of staying part of this
     // task's future (sized for its largest state) for the peer's whole life.
-    let handshake = Box::pin(peer.handshake(&inner.cancel, |_| Ok::<(), BoxError>(()))).await;
+    // An inbound handshake also ends when its pending slot is dropped to make room.
+    let cancel = slot.as_ref().map_or(&inner.cancel, PendingSlot::cancel);
+    let handshake = Box::pin(peer.handshake(cancel, |_| Ok::<(), BoxError>(()))).await;
     drop(slot);
     let peer = match handshake {
         Ok(peer) => peer,
