@@ -117,7 +117,18 @@ impl NodeRpc {
         p.subver = stats.user_agent.clone();
         p.starting_height = stats.start_height;
         p.synced_headers = stats.last_block_height;
-        p.addr_relay_enabled = kind != ConnectionKind::BlockRelayOnly;
+        // Core's SetupAddressRelay: outbound peers that relay addresses at once, an inbound
+        // one only after it sent an address message (`addr`, `addrv2` or `getaddr`).
+        p.addr_relay_enabled = match kind {
+            ConnectionKind::BlockRelayOnly | ConnectionKind::Feeler => false,
+            ConnectionKind::Inbound => ["addr", "addrv2", "getaddr"].iter().any(|c| {
+                stats
+                    .bytes_received_per_command
+                    .get(*c)
+                    .is_some_and(|&n| n > 0)
+            }),
+            _ => true,
+        };
         p.bytes_sent_per_msg = stats.bytes_sent_per_command.clone();
         p.bytes_recv_per_msg = stats.bytes_received_per_command.clone();
         p.transport = match stats.transport {
