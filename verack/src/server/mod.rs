@@ -62,7 +62,7 @@ mod relay;
 mod session;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,7 +78,7 @@ use tokio_util::task::TaskTracker;
 
 pub use addrman_source::{addr_v2, AddrManSource};
 pub use ban::{BanEntry, BanFileError, BanList, BanScore};
-pub use config::{ConnectionKind, ServerConfig};
+pub use config::{ConnectionKind, ManualTransport, ServerConfig};
 pub use dial::{
     pick_dials, AddressSource, BoxedConnection, Connection, DialFuture, Dialer, FixedAddresses,
     TcpDialer,
@@ -182,6 +182,8 @@ pub(crate) struct Inner<H> {
     pub(crate) wake_outbound: Notify,
     /// Persistent peers and the token that stops each one's loop.
     persistent: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    /// Manual peers dialled over v1 only ([`ManualTransport::V1Only`]).
+    manual_v1_only: Mutex<HashSet<SocketAddr>>,
     /// Block-relay-only peers of the last run, dialled first (Core's anchors).
     pub(crate) anchors: Mutex<Vec<SocketAddr>>,
     /// Addresses already forwarded, by key, with when (bounded; see `relay`).
@@ -190,6 +192,20 @@ pub(crate) struct Inner<H> {
 }
 
 impl<H> Inner<H> {
+    /// The transport manual connections to `addr` start with.
+    pub(crate) fn manual_transport(&self, addr: SocketAddr) -> ManualTransport {
+        if self
+            .manual_v1_only
+            .lock()
+            .expect("manual transport lock")
+            .contains(&addr)
+        {
+            ManualTransport::V1Only
+        } else {
+            ManualTransport::V2First
+        }
+    }
+
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry<Entry>> {
         self.registry.lock().expect("registry lock")
     }
@@ -311,6 +327,7 @@ impl<H: PeerHandlers> Server<H> {
         } else {
             Registry::default()
         };
+        let manual_v1_only = config.v1_only_manual.iter().copied().collect();
         Server {
             inner: Arc::new(Inner {
                 peer_config: Arc::new(config.peer.clone()),
@@ -333,6 +350,7 @@ impl<H: PeerHandlers> Server<H> {
                 epoch: Instant::now(),
                 wake_outbound: Notify::new(),
                 persistent: Mutex::new(HashMap::new()),
+                manual_v1_only: Mutex::new(manual_v1_only),
                 anchors: Mutex::new(Vec::new()),
                 relayed: Mutex::new(HashMap::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
@@ -497,9 +515,20 @@ impl<H: PeerHandlers> Server<H> {
     }
 
     /// Keeps `addr` connected from now on, as Core's `addnode add` (reconnecting with
-    /// [`persistent_backoff`](ServerConfig::persistent_backoff)). Returns `false` if it already
-    /// was persistent. Before [`start`](Self::start) it is remembered and started then.
+    /// [`persistent_backoff`](ServerConfig::persistent_backoff)), trying v2 first unless
+    /// [`ServerConfig::v1_only_manual`] lists it. Returns `false` if it already was
+    /// persistent. Before [`start`](Self::start) it is remembered and started then.
     pub fn add_persistent(&self, addr: SocketAddr) -> bool {
+        let transport = self.manual_transport(addr);
+        self.add_persistent_with(addr, transport)
+    }
+
+    /// [`add_persistent`](Self::add_persistent) with the transport to start with (Core's
+    /// `addnode ADDR add V2TRANSPORT`); the choice also applies to later
+    /// [`connect_once`](Self::connect_once) calls for `addr`. Returns `false` if `addr`
+    /// already was persistent (its transport choice is still updated).
+    pub fn add_persistent_with(&self, addr: SocketAddr, transport: ManualTransport) -> bool {
+        self.set_manual_transport(addr, transport);
         let token = self.inner.cancel.child_token();
         {
             let mut persistent = self.inner.persistent.lock().expect("persistent lock");
@@ -545,9 +574,18 @@ impl<H: PeerHandlers> Server<H> {
             .collect()
     }
 
-    /// Dials `addr` once as a manual connection (Core's `addnode onetry`); returns `false` if
-    /// it is already connected or being dialled, or the server is not running.
+    /// Dials `addr` once as a manual connection (Core's `addnode onetry`), trying v2 first
+    /// unless [`ServerConfig::v1_only_manual`] lists it; returns `false` if it is already
+    /// connected or being dialled, or the server is not running.
     pub fn connect_once(&self, addr: SocketAddr) -> bool {
+        let transport = self.manual_transport(addr);
+        self.connect_once_with(addr, transport)
+    }
+
+    /// [`connect_once`](Self::connect_once) with the transport to start with (Core's
+    /// `addnode ADDR onetry V2TRANSPORT`).
+    pub fn connect_once_with(&self, addr: SocketAddr, transport: ManualTransport) -> bool {
+        self.set_manual_transport(addr, transport);
         if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
             || !self
                 .inner
@@ -561,6 +599,23 @@ impl<H: PeerHandlers> Server<H> {
             outbound::dial_and_serve(&inner, addr, ConnectionKind::Manual).await;
         });
         true
+    }
+
+    /// The transport manual connections to `addr` start with.
+    pub fn manual_transport(&self, addr: SocketAddr) -> ManualTransport {
+        self.inner.manual_transport(addr)
+    }
+
+    fn set_manual_transport(&self, addr: SocketAddr, transport: ManualTransport) {
+        let mut v1 = self
+            .inner
+            .manual_v1_only
+            .lock()
+            .expect("manual transport lock");
+        match transport {
+            ManualTransport::V1Only => v1.insert(addr),
+            ManualTransport::V2First => v1.remove(&addr),
+        };
     }
 
     /// The bound listen addresses (with real ports when configured with port 0).

@@ -10,13 +10,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::netgroup::is_local;
-use crate::peer::{BoxError, Direction, Peer, PeerId};
+use bitcoin::p2p::ServiceFlags;
+
+use crate::peer::{BoxError, Direction, Peer, PeerId, TransportKind};
 
 use super::dial::BoxedConnection;
 use super::eviction::{select_node_to_evict, EvictionCandidate, EvictionNetwork};
 use super::misbehaviour::misbehaviour_score;
 use super::registry::PendingId;
-use super::{ConnectionKind, Entry, Established, Inner, PeerEvent, PeerHandlers, Registry};
+use super::{
+    ConnectionKind, Entry, Established, Inner, ManualTransport, PeerEvent, PeerHandlers, Registry,
+};
 
 /// An inbound connection's pending-handshake slot in the registry, and the token that drops
 /// the handshake (a child of the server's token, cancelled by the accept loop when this
@@ -79,14 +83,25 @@ pub(crate) async fn serve<H: PeerHandlers>(
     } else {
         inner.peer_config.clone()
     };
-    // BIP324: v2 when the remote is known to advertise it (the peer's V2Mode decides). Unlike
-    // Core, manual connections do not try v2 blindly: some v1-only implementations (bcoin)
-    // ban an address that sends them a v2 key, so the v1 re-dial would be refused.
-    let peer = match inner.source.services_of(addr) {
-        Some(services) if direction == Direction::Outbound => {
-            Peer::outbound_with_services(stream, addr, config, services)
-        }
-        _ => Peer::new(stream, direction, addr, config),
+    // BIP324: automatic connections use v2 when the remote is known to advertise it (the
+    // peer's V2Mode decides). Manual ones try v2 first as Core does (unless opted out per
+    // address), with one v1 re-dial when the attempt fails with nothing received.
+    let known = inner.source.services_of(addr);
+    let peer = match (direction, kind) {
+        (Direction::Inbound, _) => Peer::new(stream, direction, addr, config),
+        (_, ConnectionKind::Manual) => match inner.manual_transport(addr) {
+            ManualTransport::V2First => {
+                let services = known.unwrap_or(ServiceFlags::NONE) | ServiceFlags::P2P_V2;
+                Peer::outbound_with_services(stream, addr, config, services)
+            }
+            ManualTransport::V1Only => {
+                Peer::outbound_with_transport(stream, addr, config, TransportKind::V1)
+            }
+        },
+        (_, _) => match known {
+            Some(services) => Peer::outbound_with_services(stream, addr, config, services),
+            None => Peer::new(stream, direction, addr, config),
+        },
     };
     // Boxed: the handshake's state is freed once it ends instead of staying part of this
     // task's future (sized for its largest state) for the peer's whole life.
