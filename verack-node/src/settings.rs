@@ -368,6 +368,23 @@ mod tests {
     }
 
     #[test]
+    fn v1_only_peers_from_flags_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let s = resolve(args(&["--datadir", d])).unwrap();
+        assert!(s.v1_only.is_empty(), "manual peers try v2 first by default");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "connect = [\"127.0.0.1:28444\"]\nv1-only = [\"127.0.0.1:28444\"]\n",
+        )
+        .unwrap();
+        let s = resolve(args(&["--datadir", d])).unwrap();
+        assert_eq!(s.v1_only, vec!["127.0.0.1:28444".parse().unwrap()]);
+        let s = resolve(args(&["--datadir", d, "--v1-only", "127.0.0.1:1"])).unwrap();
+        assert_eq!(s.v1_only, vec!["127.0.0.1:1".parse().unwrap()], "flags win");
+    }
+
+    #[test]
     fn file_values_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
