@@ -259,6 +259,13 @@ async fn full_inbound_evicts_the_youngest_unprotected_peer_never_a_trusted_one()
             .any(|p| p.remote.ip().to_string() == "127.0.0.99"),
         "trusted never evicted"
     );
+    // The victim's side sees the close a moment after the server removed it.
+    wait_until("the evicted client sees the close", || {
+        clients
+            .iter()
+            .any(|(h, r)| r.is_finished() || h.is_disconnected())
+    })
+    .await;
     let mut evicted_reason = None;
     for (h, r) in clients {
         if r.is_finished() || h.is_disconnected() {
