@@ -84,6 +84,32 @@ async fn main() -> ExitCode {
     println!("services:         {}", n.services);
     println!("start height:     {}", n.start_height);
     println!("time offset:      {} s", n.time_offset);
+    let f = &n.features;
+    let mut before_verack = Vec::new();
+    for (sent, name) in [
+        (f.wtxid_relay, "wtxidrelay"),
+        (f.addr_v2, "sendaddrv2"),
+        (f.send_headers, "sendheaders"),
+        (f.compact_blocks.is_some(), "sendcmpct"),
+    ] {
+        if sent {
+            before_verack.push(name.to_string());
+        }
+    }
+    if let Some(r) = f.tx_reconciliation {
+        before_verack.push(format!(
+            "sendtxrcncl(version {}, salt {:#x})",
+            r.version, r.salt
+        ));
+    }
+    for feature in &f.features {
+        before_verack.push(format!(
+            "feature({}, {} bytes)",
+            String::from_utf8_lossy(&feature.id),
+            feature.data.len()
+        ));
+    }
+    println!("before verack:    {}", before_verack.join(", "));
     let code = match rtt {
         Ok(rtt) => {
             println!("ping round trip:  {:.3} ms", rtt.as_secs_f64() * 1000.0);

@@ -11,10 +11,13 @@ use bitcoin::p2p::message_blockdata::GetHeadersMessage;
 use bitcoin::p2p::message_compact_blocks::SendCmpct;
 use bitcoin::BlockHash;
 use common::*;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use verack::peer::{
-    Direction, HandshakeError, IgnoreMessages, MessageHandler, Peer, PeerHandle, DEFAULT_USER_AGENT,
+    Direction, DisconnectReason, Feature, FeatureError, HandshakeError, IgnoreMessages,
+    MessageHandler, Peer, PeerHandle, TxReconciliation, Violation, DEFAULT_PROTOCOL_VERSION,
+    DEFAULT_USER_AGENT, MAX_FEATURE_DATA_LEN, MAX_FEATURE_ID_LEN, MAX_RECORDED_FEATURES,
 };
 
 /// Version payload: 4 version + 8 services + 8 time + 26 + 26 addresses + 8 nonce +
@@ -46,10 +49,11 @@ async fn handshake_succeeds_both_directions_with_exact_byte_counts() {
         );
         assert_eq!(s.bytes_sent_per_command["verack"], 24);
         assert_eq!(s.user_agent, DEFAULT_USER_AGENT);
-        assert_eq!(s.protocol_version, 70016);
+        assert_eq!(s.protocol_version, 70017);
         let n = peer.negotiated();
         assert!(n.features.wtxid_relay && n.features.addr_v2);
-        assert_eq!(n.protocol_version, 70016);
+        assert_eq!(n.protocol_version, 70017, "both sides speak BIP434's 70017");
+        assert!(n.features.features.is_empty() && n.features.tx_reconciliation.is_none());
     }
     assert_eq!(out.negotiated().remote_nonce, inb.negotiated().local_nonce);
     assert_ne!(out.negotiated().local_nonce, 0);
@@ -136,7 +140,11 @@ async fn inbound_not_version_first() {
     let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
     let mut remote = Script::new(b);
     remote.send(NetworkMessage::Ping(1)).await;
-    let err = handshake_err(Direction::Inbound, a, config()).await;
+    // A v1-only listener: with v2 allowed, bytes that are not a v1 `version` header are a v2
+    // initiator's key (BIP324 detection), so this case only exists over v1.
+    let mut cfg = config();
+    cfg.v2 = verack::transport::V2Mode::Off;
+    let err = handshake_err(Direction::Inbound, a, cfg).await;
     assert!(
         matches!(err, HandshakeError::NotVersion { ref command } if command == "ping"),
         "{err:?}"
@@ -315,7 +323,7 @@ async fn feature_messages_before_verack_are_applied() {
     let mut remote = Script::new(b);
     let task = tokio::spawn(async move {
         remote.expect_command("version").await;
-        remote.send(remote_version(70016, 9)).await;
+        remote.send(remote_version(70017, 9)).await;
         remote.send(NetworkMessage::WtxidRelay).await;
         remote.send(NetworkMessage::SendAddrV2).await;
         remote.send(NetworkMessage::SendHeaders).await;
@@ -325,22 +333,10 @@ async fn feature_messages_before_verack_are_applied() {
                 version: 2,
             }))
             .await;
-        let txrcncl = CommandString::try_from_static("sendtxrcncl").unwrap();
-        remote
-            .send(NetworkMessage::Unknown {
-                command: txrcncl,
-                payload: vec![1, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7],
-            })
-            .await;
-        let feature = CommandString::try_from_static("feature").unwrap();
-        remote
-            .send(NetworkMessage::Unknown {
-                command: feature,
-                payload: vec![3, b'a', b'b', b'c'],
-            })
-            .await;
+        remote.send(sendtxrcncl(1, 0x0707_0707_0707_0707)).await;
+        remote.send(feature(b"BIP999", b"\x01")).await;
         remote.send(NetworkMessage::Verack).await;
-        // Our side sends wtxidrelay and sendaddrv2 before its verack.
+        // Our side sends wtxidrelay and sendaddrv2 before its verack, and no feature.
         remote.expect_command("wtxidrelay").await;
         remote.expect_command("sendaddrv2").await;
         remote.expect_command("verack").await;
@@ -357,13 +353,315 @@ async fn feature_messages_before_verack_are_applied() {
         })
     );
     assert_eq!(
-        f.tx_reconciliation.as_deref(),
-        Some(&[1, 0, 0, 0, 7, 7, 7, 7, 7, 7, 7, 7][..])
+        f.tx_reconciliation,
+        Some(TxReconciliation {
+            version: 1,
+            salt: 0x0707_0707_0707_0707
+        })
     );
-    assert_eq!(f.features, vec![vec![3, b'a', b'b', b'c']]);
+    assert_eq!(
+        f.features,
+        vec![Feature {
+            id: b"BIP999".to_vec(),
+            data: vec![1]
+        }]
+    );
     assert_eq!(peer.negotiated().user_agent, "/scripted:1.0/");
     assert_eq!(peer.negotiated().start_height, 100);
     task.await.unwrap();
+}
+
+// ---- BIP434 `feature` and BIP330 `sendtxrcncl` (protocol version 70017) ----
+
+fn unknown(command: &'static str, payload: Vec<u8>) -> NetworkMessage {
+    NetworkMessage::Unknown {
+        command: CommandString::try_from_static(command).unwrap(),
+        payload,
+    }
+}
+
+/// A `feature` message (BIP434): CompactSize + featureid, CompactSize + featuredata.
+fn feature(id: &[u8], data: &[u8]) -> NetworkMessage {
+    let payload = Feature {
+        id: id.to_vec(),
+        data: data.to_vec(),
+    }
+    .encode();
+    unknown("feature", payload)
+}
+
+/// A `sendtxrcncl` message (BIP330): version u32, salt u64, little-endian.
+fn sendtxrcncl(version: u32, salt: u64) -> NetworkMessage {
+    let mut payload = version.to_le_bytes().to_vec();
+    payload.extend_from_slice(&salt.to_le_bytes());
+    unknown("sendtxrcncl", payload)
+}
+
+/// Runs our side of a handshake in `direction` against a remote speaking `remote_version`
+/// that sends `before_verack` after its `version`, then (if we still talk) its `verack`.
+/// Returns our result, what we sent up to our `verack`, and the remote (still connected).
+async fn handshake_with(
+    direction: Direction,
+    cfg: verack::peer::PeerConfig,
+    remote_version_number: u32,
+    before_verack: Vec<NetworkMessage>,
+) -> (
+    Result<verack::peer::HandshakedPeer<tokio::io::DuplexStream>, HandshakeError>,
+    Vec<NetworkMessage>,
+    Script,
+) {
+    let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
+    let mut remote = Script::new(b);
+    let task = tokio::spawn(async move {
+        let mut got = Vec::new();
+        if direction == Direction::Outbound {
+            got.push(remote.expect_command("version").await);
+        }
+        // Our side may close mid-script (that is what some cases test): write errors are
+        // expected then.
+        let mut script = vec![remote_version(remote_version_number, 9)];
+        script.extend(before_verack);
+        script.push(NetworkMessage::Verack);
+        for m in script {
+            let frame = verack::wire::encode_frame(bitcoin::Network::Regtest.magic(), &m).unwrap();
+            if remote.stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        // Everything our side sent, until it sends verack or closes.
+        while let Some(m) = remote.recv().await {
+            let done = m == NetworkMessage::Verack;
+            got.push(m);
+            if done {
+                break;
+            }
+        }
+        (got, remote)
+    });
+    let result = Peer::new(a, direction, addr(1), cfg)
+        .handshake(&CancellationToken::new(), accept)
+        .await;
+    let (sent, remote) = task.await.unwrap();
+    (result, sent, remote)
+}
+
+#[tokio::test(start_paused = true)]
+async fn we_advertise_70017_and_send_no_feature_as_core() {
+    for (theirs, negotiated) in [(70017, 70017), (70016, 70016), (70018, 70017)] {
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            let (peer, sent, _) = handshake_with(direction, config(), theirs, vec![]).await;
+            assert_eq!(peer.unwrap().negotiated().protocol_version, negotiated);
+            let NetworkMessage::Version(ours) = &sent[0] else {
+                panic!("{sent:?}")
+            };
+            assert_eq!(ours.version, 70017);
+            assert_eq!(DEFAULT_PROTOCOL_VERSION, 70017);
+            let commands: Vec<_> = sent[1..].iter().map(|m| m.command().to_string()).collect();
+            assert_eq!(
+                commands,
+                ["wtxidrelay", "sendaddrv2", "verack"],
+                "{direction:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn features_sendtxrcncl_and_unknown_messages_before_verack_both_sides() {
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        let mut before = vec![
+            feature(b"BIP434v2", b""),
+            // Core accepts an id that is not printable ASCII (BIP434 only says SHOULD).
+            feature(b"\x00\xff\x01\x7f", &[7; MAX_FEATURE_DATA_LEN]),
+            sendtxrcncl(1, 42),
+            // Only the first sendtxrcncl is recorded; Core without -txreconciliation ignores
+            // every one, so a repeat never disconnects.
+            sendtxrcncl(2, 43),
+        ];
+        // Messages of unknown type are ignored (BIP434, Core), and do not count towards the
+        // three held messages.
+        for _ in 0..10 {
+            before.push(unknown("futuremsg", vec![1, 2, 3]));
+        }
+        before.push(feature(&[b'x'; MAX_FEATURE_ID_LEN], b"data"));
+        before.push(NetworkMessage::GetAddr);
+        let (peer, _, _remote) = handshake_with(direction, config(), 70017, before).await;
+        let peer = peer.unwrap();
+        let f = &peer.negotiated().features;
+        let ids: Vec<&[u8]> = f.features.iter().map(|f| &f.id[..]).collect();
+        assert_eq!(
+            ids,
+            [&b"BIP434v2"[..], b"\x00\xff\x01\x7f", &[b'x'; 80]],
+            "{direction:?}"
+        );
+        assert_eq!(f.features[1].data, vec![7; 512]);
+        assert_eq!(f.features[2].data, b"data");
+        assert_eq!(
+            f.tx_reconciliation,
+            Some(TxReconciliation {
+                version: 1,
+                salt: 42
+            })
+        );
+        // The known message is still held for the handler, the unknown ones are gone.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (handle, run) = spawn_run(peer, Recorder(tx));
+        assert_eq!(rx.recv().await.unwrap(), NetworkMessage::GetAddr);
+        handle.disconnect();
+        run.await.unwrap();
+        assert!(rx.recv().await.is_none(), "nothing else was delivered");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_sendtxrcncl_before_verack_is_ignored() {
+    // A short payload, then version 0 (a BIP330 violation Core punishes only with
+    // -txreconciliation), at 70015 (below wtxidrelay): never a disconnect.
+    let before = vec![
+        unknown("sendtxrcncl", vec![1, 0, 0, 0, 5]),
+        sendtxrcncl(0, 5),
+    ];
+    let (peer, _, _) = handshake_with(Direction::Inbound, config(), 70015, before).await;
+    let f = peer.unwrap().negotiated().features.clone();
+    assert_eq!(
+        f.tx_reconciliation,
+        Some(TxReconciliation {
+            version: 0,
+            salt: 5
+        }),
+        "the first full payload is recorded as sent"
+    );
+    let (peer, _, _) = handshake_with(
+        Direction::Inbound,
+        config(),
+        70017,
+        vec![unknown("sendtxrcncl", vec![])],
+    )
+    .await;
+    assert_eq!(peer.unwrap().negotiated().features.tx_reconciliation, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn features_beyond_the_record_limit_are_ignored_not_refused() {
+    let before: Vec<_> = (0..MAX_RECORDED_FEATURES + 8)
+        .map(|i| feature(format!("feat{i:04}").as_bytes(), b""))
+        .collect();
+    let (peer, _, _) = handshake_with(Direction::Outbound, config(), 70017, before).await;
+    let peer = peer.unwrap();
+    let f = &peer.negotiated().features.features;
+    assert_eq!(f.len(), MAX_RECORDED_FEATURES);
+    assert_eq!(f[0].id, b"feat0000");
+    assert_eq!(f[31].id, b"feat0031");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_features_fail_the_handshake_as_core() {
+    let wire = |id: &[u8], data: &[u8]| {
+        Feature {
+            id: id.to_vec(),
+            data: data.to_vec(),
+        }
+        .encode()
+    };
+    let mut trailing = wire(b"abcd", b"");
+    trailing.push(0);
+    // The cases of Core's p2p_bip434_feature.py that disconnect, plus a non-minimal length.
+    let cases: Vec<(Vec<u8>, FeatureError)> = vec![
+        (wire(b"", b""), FeatureError::IdLength { len: 0 }),
+        (wire(b"abc", b""), FeatureError::IdLength { len: 3 }),
+        (wire(&[b'a'; 81], b""), FeatureError::IdLength { len: 81 }),
+        (
+            wire(b"abcd", &[0; MAX_FEATURE_DATA_LEN + 1]),
+            FeatureError::DataLength { len: 513 },
+        ),
+        (trailing, FeatureError::TrailingBytes { extra: 1 }),
+        (b"\x0aabcde".to_vec(), FeatureError::Truncated),
+        (b"\x04abcd\x0axx".to_vec(), FeatureError::Truncated),
+        (
+            b"\xfd\x04\x00abcd\x00".to_vec(),
+            FeatureError::NonCanonicalLength,
+        ),
+    ];
+    for (payload, expected) in cases {
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            let (result, sent, _) = handshake_with(
+                direction,
+                config(),
+                70017,
+                vec![unknown("feature", payload.clone())],
+            )
+            .await;
+            let err = result.expect_err("handshake should fail");
+            assert!(
+                matches!(err, HandshakeError::InvalidFeature(ref e) if *e == expected),
+                "{direction:?} {payload:?}: {err:?}"
+            );
+            if direction == Direction::Outbound {
+                assert!(
+                    !sent.contains(&NetworkMessage::Verack),
+                    "no verack to a peer that broke BIP434"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn feature_below_70017_fails_the_handshake_as_core() {
+    // The remote announces 70016 yet sends a feature (Core: "feature received with
+    // incompatible version").
+    let (result, _, _) = handshake_with(
+        Direction::Outbound,
+        config(),
+        70016,
+        vec![feature(b"abcd", b"")],
+    )
+    .await;
+    let err = result.expect_err("handshake should fail");
+    assert!(
+        matches!(
+            err,
+            HandshakeError::InvalidFeature(FeatureError::IncompatibleVersion { version: 70016 })
+        ),
+        "{err:?}"
+    );
+    // We are configured for 70016: the negotiated version is below 70017 whatever they say.
+    let mut old = config();
+    old.protocol_version = 70016;
+    let (result, _, _) =
+        handshake_with(Direction::Inbound, old, 70017, vec![feature(b"abcd", b"")]).await;
+    assert!(matches!(
+        result.err(),
+        Some(HandshakeError::InvalidFeature(
+            FeatureError::IncompatibleVersion { version: 70016 }
+        ))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_verack_sendtxrcncl_is_ignored_and_feature_disconnects_as_core() {
+    let (peer, mut remote) =
+        handshaked_with_script(config(), 70017, true, vec![], DUPLEX_BUFFER).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_handle, run) = spawn_run(peer, Recorder(tx));
+    // Core without -txreconciliation ignores a late sendtxrcncl: the peer stays, the handler
+    // does not see it.
+    remote.send(sendtxrcncl(1, 2)).await;
+    remote.send(NetworkMessage::GetAddr).await;
+    assert_eq!(rx.recv().await.unwrap(), NetworkMessage::GetAddr);
+    // Core: "feature received after verack" disconnects.
+    remote.send(feature(b"abcd", b"")).await;
+    let reason = run.await.unwrap();
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::ProtocolViolation(Violation::LateNegotiation { ref command })
+                if command == "feature"
+        ),
+        "{reason:?}"
+    );
+    assert!(rx.recv().await.is_none(), "neither reached the handler");
+    assert!(remote.closed().await);
 }
 
 #[tokio::test(start_paused = true)]

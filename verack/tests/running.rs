@@ -689,13 +689,6 @@ async fn handshake_messages_after_the_handshake_disconnect() {
         (NetworkMessage::SendAddrV2, "sendaddrv2"),
         (
             NetworkMessage::Unknown {
-                command: CommandString::try_from_static("sendtxrcncl").unwrap(),
-                payload: vec![0; 12],
-            },
-            "sendtxrcncl",
-        ),
-        (
-            NetworkMessage::Unknown {
                 command: CommandString::try_from_static("feature").unwrap(),
                 payload: vec![],
             },

@@ -135,7 +135,7 @@ async fn fills_the_outbound_targets_one_per_netgroup() {
     // Block-relay-only peers were told not to relay transactions.
     for p in server.peers() {
         let h = server.peer(p.id).unwrap();
-        assert_eq!(h.negotiated().protocol_version, 70016);
+        assert_eq!(h.negotiated().protocol_version, 70017);
     }
     shutdown.cancel();
     server.stopped().await.unwrap();

@@ -13,7 +13,7 @@ pub const OTHER_COMMAND: &str = "*other*";
 
 /// Message types with their own counter: Core's `ALL_NET_MESSAGE_TYPES` plus `reject` and
 /// `alert` (still decoded here), then [`OTHER_COMMAND`] last.
-pub(crate) const COMMANDS: [&str; 38] = [
+pub(crate) const COMMANDS: [&str; 39] = [
     "version",
     "verack",
     "addr",
@@ -49,6 +49,7 @@ pub(crate) const COMMANDS: [&str; 38] = [
     "cfcheckpt",
     "wtxidrelay",
     "sendtxrcncl",
+    "feature",
     "reject",
     "alert",
     OTHER_COMMAND,
@@ -62,7 +63,7 @@ pub(crate) fn command_index(command: &str) -> u8 {
         .unwrap_or(COMMANDS.len() - 1) as u8
 }
 
-/// One byte counter per entry of [`COMMANDS`] (304 bytes).
+/// One byte counter per entry of [`COMMANDS`] (312 bytes).
 #[derive(Debug)]
 pub(crate) struct CommandBytes([AtomicU64; COMMANDS.len()]);
 

@@ -12,9 +12,11 @@ use super::hooks::MessageHooks;
 use super::{NonceCache, V1OnlyCache};
 use crate::transport::V2Mode;
 
-/// Our protocol version by default: 70016 (BIP339 `wtxidrelay`), Bitcoin Core v31's
-/// `PROTOCOL_VERSION`.
-pub const DEFAULT_PROTOCOL_VERSION: u32 = 70016;
+/// Our protocol version by default: 70017, Bitcoin Core's `PROTOCOL_VERSION` since BIP434
+/// (v32). BIP434 requires a node advertising it to accept `feature` messages between `version`
+/// and `verack` (we do, and ignore the unknown ones); sending any is optional, and like Core we
+/// send none.
+pub const DEFAULT_PROTOCOL_VERSION: u32 = 70017;
 /// The oldest remote protocol version accepted by default: 31800, Core's `MIN_PEER_PROTO_VERSION`.
 pub const DEFAULT_MIN_PROTOCOL_VERSION: u32 = 31800;
 /// The user agent sent by default (BIP14): `/verack:<crate version>/`.
@@ -57,7 +59,8 @@ impl fmt::Debug for StartHeight {
 pub struct PeerConfig {
     /// The network whose magic frames every message.
     pub network: Network,
-    /// Our protocol version; the negotiated version is `min(ours, theirs)`. Default 70016.
+    /// Our protocol version; the negotiated version is `min(ours, theirs)`. Default 70017
+    /// ([`DEFAULT_PROTOCOL_VERSION`]).
     pub protocol_version: u32,
     /// Remote versions below this fail the handshake with
     /// [`ProtocolTooOld`](super::HandshakeError::ProtocolTooOld). Default 31800.

@@ -40,6 +40,10 @@ pub enum HandshakeError {
         /// The command received instead.
         command: String,
     },
+    /// A BIP434 `feature` before `verack` that Core's net_processing disconnects for: the
+    /// negotiated version is below 70017, or the payload does not parse.
+    #[error("invalid feature message: {0}")]
+    InvalidFeature(#[source] super::negotiated::FeatureError),
     /// The handshake did not finish within the configured timeout.
     #[error("handshake timed out after {after:?}")]
     Timeout {
@@ -120,7 +124,8 @@ pub enum Violation {
         command: String,
     },
     /// A message only allowed between `version` and `verack` (`wtxidrelay`, `sendaddrv2`,
-    /// `sendtxrcncl`, `feature`) came after the handshake, as Core's net_processing rejects.
+    /// `feature`) came after the handshake, as Core's net_processing rejects. (A late
+    /// `sendtxrcncl` is ignored, as Core without `-txreconciliation` does.)
     #[error("{command} after verack")]
     LateNegotiation {
         /// The command.

@@ -11,10 +11,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{read_frame, write_messages, ReadError};
+use super::negotiated::{
+    Feature, FeatureError, TxReconciliation, FEATURE_VERSION, MAX_RECORDED_FEATURES,
+};
 use super::run::HandshakedPeer;
 use super::{BoxError, Direction, HandshakeError, Negotiated, Peer, RemoteFeatures};
 
-/// Messages other than `verack` and feature negotiation held during the handshake: 3 (dcrd).
+/// Messages other than `verack`, feature negotiation and messages of unknown type held during
+/// the handshake: 3 (dcrd).
 pub const MAX_HELD_MESSAGES: usize = 3;
 /// The first version with `wtxidrelay` (BIP339) and `sendaddrv2` (BIP155).
 pub const WTXID_RELAY_VERSION: u32 = 70016;
@@ -40,7 +44,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     /// Every [`HandshakeError`] kind: [`NotVersion`](HandshakeError::NotVersion),
     /// [`SelfConnection`](HandshakeError::SelfConnection),
     /// [`ProtocolTooOld`](HandshakeError::ProtocolTooOld),
-    /// [`NotVerack`](HandshakeError::NotVerack), [`Timeout`](HandshakeError::Timeout),
+    /// [`NotVerack`](HandshakeError::NotVerack),
+    /// [`InvalidFeature`](HandshakeError::InvalidFeature), [`Timeout`](HandshakeError::Timeout),
     /// [`Cancelled`](HandshakeError::Cancelled) when `cancel` fires first,
     /// [`Refused`](HandshakeError::Refused), [`Io`](HandshakeError::Io),
     /// [`Framing`](HandshakeError::Framing) (v2 errors included), and for v2
@@ -163,7 +168,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     /// The feature negotiation sent between `version` and `verack` (BIP339 `wtxidrelay`,
-    /// BIP155 `sendaddrv2`) at protocol `version` 70016 and later.
+    /// BIP155 `sendaddrv2`) at protocol `version` 70016 and later. No BIP434 `feature` is
+    /// sent at 70017: we implement none, and Bitcoin Core (which advertises 70017) sends none
+    /// either; BIP434 requires only that we accept them.
     fn negotiation(&self, version: u32) -> Vec<NetworkMessage> {
         if version >= WTXID_RELAY_VERSION {
             vec![NetworkMessage::WtxidRelay, NetworkMessage::SendAddrV2]
@@ -181,8 +188,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         }
     }
 
-    /// Reads until `verack`, recording feature negotiation and holding up to
-    /// [`MAX_HELD_MESSAGES`] others.
+    /// Reads until `verack`, recording feature negotiation, ignoring messages of unknown type
+    /// and holding up to [`MAX_HELD_MESSAGES`] others.
     async fn read_until_verack(
         &mut self,
         version: u32,
@@ -199,13 +206,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                     features.wtxid_relay |= version >= WTXID_RELAY_VERSION
                 }
                 NetworkMessage::SendAddrV2 => features.addr_v2 = true,
-                NetworkMessage::Unknown { command, payload }
-                    if command.as_ref() == "sendtxrcncl" =>
-                {
-                    features.tx_reconciliation = Some(payload)
-                }
-                NetworkMessage::Unknown { command, payload } if command.as_ref() == "feature" => {
-                    features.features.push(payload)
+                NetworkMessage::Unknown { command, payload } => {
+                    on_unknown_before_verack(&mut features, version, command.as_ref(), &payload)
+                        .map_err(HandshakeError::InvalidFeature)?
                 }
                 other @ NetworkMessage::Version(_) => {
                     return Err(HandshakeError::NotVerack {
@@ -275,6 +278,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         let magic = self.config.network.magic();
         Ok(write_messages(&mut self.stream, &mut self.encoder, magic, &self.ctx, msgs).await?)
     }
+}
+
+/// A message of a type rust-bitcoin does not know, received between `version` and `verack`
+/// at negotiated protocol `version`: BIP330 `sendtxrcncl` and BIP434 `feature` are recorded in
+/// `features`, anything else is ignored (BIP434 "SHOULD ignore unknown messages"; Core's
+/// "Unsupported message prior to verack").
+///
+/// `sendtxrcncl` never fails (Core without `-txreconciliation` ignores it): the first with a
+/// full payload is recorded. A `feature` fails as Core's net_processing disconnects: below
+/// [`FEATURE_VERSION`], or a payload [`Feature::decode`] refuses; a valid one is an unknown
+/// feature (verack implements none), kept while fewer than [`MAX_RECORDED_FEATURES`] are.
+fn on_unknown_before_verack(
+    features: &mut RemoteFeatures,
+    version: u32,
+    command: &str,
+    payload: &[u8],
+) -> Result<(), FeatureError> {
+    match command {
+        "sendtxrcncl" if features.tx_reconciliation.is_none() => {
+            features.tx_reconciliation = TxReconciliation::decode(payload);
+        }
+        "feature" => {
+            if version < FEATURE_VERSION {
+                return Err(FeatureError::IncompatibleVersion { version });
+            }
+            let feature = Feature::decode(payload)?;
+            if features.features.len() < MAX_RECORDED_FEATURES {
+                features.features.push(feature);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, for `version` timestamps and the time offset.

@@ -71,7 +71,8 @@ macro_rules! handler_methods {
 /// The peer itself handles `version`/`verack` (handshake only), answers `ping` (BIP31), tracks
 /// `pong`, and applies BIP111; the handler still sees `ping`, `pong` and permitted filter
 /// messages. Messages that are protocol violations after the handshake (`version`, `verack`,
-/// `wtxidrelay`, `sendaddrv2`, `sendtxrcncl`, `feature`) disconnect and never reach it.
+/// `wtxidrelay`, `sendaddrv2`, `feature`) disconnect and never reach it; a late `sendtxrcncl`
+/// is dropped (Core without `-txreconciliation` ignores it).
 ///
 /// Up to three messages the remote sent between `version` and `verack` are delivered first,
 /// in order. Override

@@ -52,9 +52,12 @@
 //!
 //! Between `version` and `verack` the remote may send the feature-negotiation messages Core
 //! accepts there (`sendheaders`, `sendcmpct`, `wtxidrelay`, `sendaddrv2`, `sendtxrcncl`,
-//! `feature`); they are recorded in [`Negotiated::features`]. Up to three other messages are
-//! held and delivered, in order, as the first messages once the peer runs (dcrd's rule for old
-//! peers that send `getheaders` early); a fourth fails with [`HandshakeError::NotVerack`].
+//! BIP434 `feature`); they are recorded in [`Negotiated::features`]. A `feature` at a
+//! negotiated version below 70017 or with a malformed payload fails with
+//! [`HandshakeError::InvalidFeature`] (Core disconnects). Messages of unknown type are ignored
+//! (BIP434, Core). Up to three other messages are held and delivered, in order, as the first
+//! messages once the peer runs (dcrd's rule for old peers that send `getheaders` early); a
+//! fourth fails with [`HandshakeError::NotVerack`].
 
 mod command_bytes;
 mod config;
@@ -98,7 +101,11 @@ pub use handle::PeerHandle;
 pub use handshake::{MAX_HELD_MESSAGES, WTXID_RELAY_VERSION};
 pub use hooks::{dispatch, IgnoreMessages, MessageHandler, MessageHooks};
 pub use inventory::{poisson_delay, MAX_INV_PER_MESSAGE};
-pub use negotiated::{Negotiated, RemoteFeatures};
+pub use negotiated::{
+    Feature, FeatureError, Negotiated, RemoteFeatures, TxReconciliation, FEATURE_VERSION,
+    MAX_FEATURE_DATA_LEN, MAX_FEATURE_ID_LEN, MAX_RECORDED_FEATURES, MIN_FEATURE_ID_LEN,
+    SENDTXRCNCL_LEN,
+};
 pub use nonce::{NonceCache, NONCE_CACHE_SIZE};
 pub use ping::BIP31_VERSION;
 pub use push::{select_addresses, MAX_ADDR_TO_SEND};

@@ -61,11 +61,16 @@ pub(crate) fn on_received(
         M::WtxidRelay | M::SendAddrV2 => violation(Violation::LateNegotiation {
             command: msg.cmd().to_string(),
         }),
-        M::Unknown { command, .. } if matches!(command.as_ref(), "sendtxrcncl" | "feature") => {
+        // BIP434 allows either; Core's net_processing disconnects ("feature received after
+        // verack").
+        M::Unknown { command, .. } if command.as_ref() == "feature" => {
             violation(Violation::LateNegotiation {
                 command: command.to_string(),
             })
         }
+        // We do not implement BIP330, so, as Core without `-txreconciliation`, a late
+        // `sendtxrcncl` is ignored (BIP330: "ignored by nodes that don't support it").
+        M::Unknown { command, .. } if command.as_ref() == "sendtxrcncl" => Ok(Delivery::Drop),
         M::FilterLoad(_) | M::FilterAdd(_) | M::FilterClear
             if !shared.config.services.has(ServiceFlags::BLOOM) =>
         {

@@ -3,7 +3,7 @@
 /// The message types with a 1-byte id, in BIP324's table order: the id of `V2_MESSAGE_IDS[i]`
 /// is `i + 1` (`addr` = 1 … `addrv2` = 28). Id 0 means a 12-byte ASCII message type follows;
 /// ids 29–255 are unassigned (Bitcoin Core reserves 29–32, once proposed for BIP330, as
-/// unassigned too).
+/// unassigned too) except 37, BIP434's `feature`.
 pub const V2_MESSAGE_IDS: [&str; 28] = [
     "addr",
     "block",
@@ -35,8 +35,16 @@ pub const V2_MESSAGE_IDS: [&str; 28] = [
     "addrv2",
 ];
 
-/// The 1-byte id of `command`, if BIP324 assigns one.
+/// The 1-byte id of BIP434 `feature`: 37 (BIP434: a node implementing it and BIP324 "MUST
+/// treat a message with a 1-byte `message_type` equal to 37 … as the `feature` message"; Core's
+/// `V2_MESSAGE_IDS` maps it both ways).
+const FEATURE_SHORT_ID: u8 = 37;
+
+/// The 1-byte id of `command`, if BIP324 (or BIP434, for `feature`) assigns one.
 pub fn short_id(command: &str) -> Option<u8> {
+    if command == "feature" {
+        return Some(FEATURE_SHORT_ID);
+    }
     V2_MESSAGE_IDS
         .iter()
         .position(|&c| c == command)
@@ -45,6 +53,9 @@ pub fn short_id(command: &str) -> Option<u8> {
 
 /// The command a 1-byte id stands for; `None` for 0 (long form) and unassigned ids.
 pub fn command_for_id(id: u8) -> Option<&'static str> {
+    if id == FEATURE_SHORT_ID {
+        return Some("feature");
+    }
     V2_MESSAGE_IDS.get(usize::from(id).checked_sub(1)?).copied()
 }
 
@@ -60,6 +71,8 @@ mod tests {
         }
         assert_eq!(command_for_id(0), None);
         assert_eq!(command_for_id(29), None);
+        assert_eq!(command_for_id(37), Some("feature"));
+        assert_eq!(short_id("feature"), Some(37));
         assert_eq!(command_for_id(255), None);
         assert_eq!(short_id("version"), None);
         assert_eq!(short_id("verack"), None);
