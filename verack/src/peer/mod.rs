@@ -15,8 +15,9 @@
 //! # Transport (BIP324)
 //! Before `version`, the transport is settled:
 //! - **Inbound** (unless [`PeerConfig::v2`] is [`V2Mode::Off`]): the first bytes decide
-//!   ([`detect_transport`](crate::transport::detect_transport)). Our network magic means v1:
-//!   the handshake continues on the same bytes. Another magic followed by `version` fails with
+//!   ([`detect_transport`](crate::transport::detect_transport)). All 16 bytes of a v1
+//!   `version` header start (our magic, `version`, five NULs) mean v1: the handshake continues
+//!   on the same bytes. Another magic followed by `version` fails with
 //!   [`DecodeError::WrongMagic`](crate::wire::DecodeError::WrongMagic). Anything else is a v2
 //!   initiator's key: we answer as the v2 responder. [`V2Mode::Only`] refuses v1 with
 //!   [`HandshakeError::V1NotAllowed`].
