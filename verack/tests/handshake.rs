@@ -39,6 +39,8 @@ async fn handshake_succeeds_both_directions_with_exact_byte_counts() {
     for (peer, dir) in [(&out, Direction::Outbound), (&inb, Direction::Inbound)] {
         let s = peer.handle().stats();
         assert_eq!(s.direction, dir);
+        assert_eq!(s.local, None, "an in-memory pipe has no socket address");
+        assert_eq!(s.remote_version, 70017);
         assert_eq!(s.bytes_sent, expected);
         assert_eq!(s.bytes_received, expected);
         assert_eq!(s.messages_sent, 4);

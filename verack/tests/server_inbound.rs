@@ -157,7 +157,7 @@ async fn self_connection_is_detected_through_the_shared_nonce_cache() {
     let at = listener.local_addr().unwrap();
     drop(listener);
     cfg.listen = vec![at];
-    cfg.persistent = vec![at];
+    cfg.persistent = vec![at.into()];
     cfg.connect_only = true;
     let server = Server::new(cfg, ignore as Handlers);
     let mut events = server.subscribe();
@@ -281,6 +281,34 @@ async fn full_inbound_evicts_the_youngest_unprotected_peer_never_a_trusted_one()
     );
     assert!(!newcomer.is_disconnected());
     let _ = events.try_recv();
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+/// The server's peers carry both socket ends, read through the boxed stream: our end (Core's
+/// `addrbind`), the address the remote says we have (Core's `addrlocal`: a verack client names
+/// the address it dialled) and the protocol version the remote announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_stats_carry_both_socket_ends_and_the_remote_version() {
+    let (server, shutdown, at) = started(server_config()).await;
+    let (h, _r) = keep(client("127.0.6.6", at).await.unwrap());
+    wait_until("admitted", || {
+        server.count(verack::peer::Direction::Inbound) == 1
+    })
+    .await;
+    let theirs = server.peers()[0].clone();
+    assert_eq!(theirs.remote.ip().to_string(), "127.0.6.6");
+    assert_eq!(theirs.local, Some(at), "our end of an accepted socket");
+    assert_eq!(theirs.addr_local, Some(at), "the client's addr_recv");
+    assert_eq!(
+        theirs.remote_version,
+        verack::peer::DEFAULT_PROTOCOL_VERSION
+    );
+    // The client side (a plain TcpStream) sees the mirror image.
+    let ours = h.stats();
+    assert_eq!(ours.local, Some(theirs.remote));
+    assert_eq!(ours.addr_local, Some(theirs.remote));
+    h.disconnect();
     shutdown.cancel();
     server.stopped().await.unwrap();
 }

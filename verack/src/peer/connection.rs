@@ -28,6 +28,8 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct PeerContext {
     pub(crate) id: PeerId,
     pub(crate) remote: SocketAddr,
+    /// Our end of the socket, when the stream is TCP ([`local_addr_of`]).
+    pub(crate) local: Option<SocketAddr>,
     pub(crate) direction: Direction,
     pub(crate) counters: Counters,
     pub(crate) hooks: Option<Arc<dyn MessageHooks>>,
@@ -53,6 +55,22 @@ impl PeerContext {
             hooks.message_written(self.id, self.remote, command, frame);
         }
     }
+}
+
+/// Our end of `stream` when it is a TCP socket: a [`tokio::net::TcpStream`], or a server's
+/// boxed [`Connection`](crate::server::Connection) holding one (asked through
+/// [`Connection::local_socket_addr`](crate::server::Connection::local_socket_addr)). `None`
+/// for any other stream. The stream type is only known generically, hence the downcast.
+pub(crate) fn local_addr_of<S: 'static>(stream: &S) -> Option<SocketAddr> {
+    let any: &dyn std::any::Any = stream;
+    if let Some(tcp) = any.downcast_ref::<tokio::net::TcpStream>() {
+        return tcp.local_addr().ok();
+    }
+    if let Some(boxed) = any.downcast_ref::<crate::server::BoxedConnection>() {
+        // Through the box to the inner stream's own implementation.
+        return boxed.as_ref().local_socket_addr();
+    }
+    None
 }
 
 /// Bytes to messages: the v1 codec or the v2 packet decoder.
@@ -307,6 +325,7 @@ mod tests {
         let ctx = PeerContext {
             id: PeerId(0),
             remote: "127.0.0.1:1".parse().unwrap(),
+            local: None,
             direction: Direction::Inbound,
             counters: Counters::new(),
             hooks: None,

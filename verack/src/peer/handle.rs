@@ -613,10 +613,13 @@ impl PeerHandle {
         let mut s = PeerStats {
             id: self.id(),
             remote: self.remote(),
+            local: self.shared.ctx.local,
+            addr_local: n.addr_local,
             direction: self.direction(),
             services: n.services,
             user_agent: n.user_agent.clone(),
             protocol_version: n.protocol_version,
+            remote_version: n.remote_version,
             start_height: n.start_height,
             last_block_height: self.shared.last_block_height.load(Ordering::Relaxed),
             bytes_sent: 0,

@@ -242,6 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 start_height: remote.start_height,
                 relay: remote.relay,
                 time_offset: remote.timestamp.saturating_sub(unix_now()),
+                addr_local: remote.receiver.socket_addr().ok(),
                 remote_nonce: remote.nonce,
                 local_nonce,
                 features,

@@ -116,6 +116,8 @@ pub use receive::{
 pub use run::HandshakedPeer;
 pub use stats::{PeerStats, OTHER_COMMAND};
 
+pub(crate) use connection::local_addr_of;
+
 use connection::{FrameDecoder, FrameEncoder, PeerContext};
 use stats::Counters;
 
@@ -202,6 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         let ctx = PeerContext {
             id: PeerId(NEXT_PEER_ID.fetch_add(1, Ordering::Relaxed)),
             remote,
+            local: connection::local_addr_of(&stream),
             direction,
             counters: Counters::new(),
             hooks: config.hooks.clone(),

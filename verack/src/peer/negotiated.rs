@@ -238,6 +238,10 @@ pub struct Negotiated {
     pub relay: bool,
     /// Remote clock minus ours when its `version` arrived, in seconds.
     pub time_offset: i64,
+    /// Our address as the remote reported it: its `version`'s `addr_recv`, as sent (Core's
+    /// `addrLocal`; Core sends `0.0.0.0:0` there for a peer whose address is not routable).
+    /// `None` if it is not an IP address.
+    pub addr_local: Option<std::net::SocketAddr>,
     /// The nonce of the remote's `version`.
     pub remote_nonce: u64,
     /// The nonce of our `version`.

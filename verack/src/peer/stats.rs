@@ -129,14 +129,23 @@ pub struct PeerStats {
     pub id: PeerId,
     /// The remote socket address.
     pub remote: SocketAddr,
+    /// Our end of the socket (Core's `addrbind`), when the stream is TCP: a
+    /// [`tokio::net::TcpStream`] or a server [`Connection`](crate::server::Connection) over
+    /// one. `None` for other streams.
+    pub local: Option<SocketAddr>,
+    /// Our address as the remote reported it in its `version` (Core's `addrlocal`); see
+    /// [`Negotiated::addr_local`](super::Negotiated::addr_local).
+    pub addr_local: Option<SocketAddr>,
     /// Who opened the connection.
     pub direction: Direction,
     /// Services the remote advertised.
     pub services: ServiceFlags,
     /// The remote's user agent.
     pub user_agent: String,
-    /// The negotiated protocol version.
+    /// The negotiated protocol version: the lower of ours and the remote's.
     pub protocol_version: u32,
+    /// The protocol version the remote announced (Core's `getpeerinfo.version`).
+    pub remote_version: u32,
     /// The remote's height from its `version`.
     pub start_height: i32,
     /// The highest block height the remote is known to have announced; starts at

@@ -16,8 +16,17 @@ use crate::netgroup::NetGroup;
 use super::{AdmissionRules, ConnectionKind, Registry};
 
 /// Any byte stream a peer can run over.
-pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Our end's socket address, when the stream is a [`tokio::net::TcpStream`]; `None` for
+    /// any other stream (test pipes, wrappers). The peer records it as
+    /// [`PeerStats::local`](crate::peer::PeerStats::local) (Core's `addrbind`).
+    fn local_socket_addr(&self) -> Option<SocketAddr>;
+}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {
+    fn local_socket_addr(&self) -> Option<SocketAddr> {
+        crate::peer::local_addr_of(self)
+    }
+}
 
 /// A boxed [`Connection`], so TCP, proxies and test pipes mix in one server.
 pub type BoxedConnection = Box<dyn Connection>;
