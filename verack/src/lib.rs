@@ -65,6 +65,7 @@ pub mod addrman;
 pub mod atomic_file;
 pub mod backoff;
 pub mod chain;
+pub mod discovery;
 pub mod netgroup;
 pub mod peer;
 pub mod server;
