@@ -1,11 +1,27 @@
 //! Crash-safe files: replace a file atomically (write a temporary sibling, fsync it, rename it
 //! over the target, fsync the directory), and move a corrupt file aside without ever
 //! overwriting or deleting anything. Used for bans, the address database and anchors.
+//!
+//! Every write has its own temporary file, `<name>.tmp-<pid>-<n>` (process id, then a counter
+//! within the process), created exclusively: two saves of the same file at once, from two
+//! threads or two processes, each rename a complete file of their own (the last rename wins)
+//! and never write into each other's temporary file. A temporary file left by a crash is
+//! removed by a later successful write of the same file once it is
+//! [`STALE_TEMPORARY_AGE`] old.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A temporary file of [`write`] older than this was left by a crash (a write takes
+/// milliseconds) and is removed by the next successful write of the same file: 10 minutes.
+pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(600);
+
+/// Numbers the temporary files of this process.
+static NEXT_TEMPORARY: AtomicU64 = AtomicU64::new(0);
 
 /// A failed file operation and the path it failed on.
 #[derive(Debug, thiserror::Error)]
@@ -19,21 +35,29 @@ pub struct FileError {
 }
 
 /// Replaces `path` with `bytes` atomically: after a crash at any point the file holds either
-/// its old or its new contents, never a mix. The temporary file is `<name>.tmp` beside it.
+/// its old or its new contents, never a mix. The temporary file is `<name>.tmp-<pid>-<n>`
+/// beside it, this write's own (see the module documentation).
 ///
 /// # Errors
 /// A [`FileError`] naming the temporary file, the target or the directory, whichever failed;
 /// the temporary file is removed (best effort) and `path` is untouched, except that a failed
 /// directory fsync (Unix only; other platforms cannot open a directory) comes after the rename.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    let tmp = with_suffix(path, ".tmp").map_err(|source| FileError {
-        path: path.to_path_buf(),
-        source,
+    let n = NEXT_TEMPORARY.fetch_add(1, Ordering::Relaxed);
+    let tmp = with_suffix(path, &format!(".tmp-{}-{n}", std::process::id())).map_err(|source| {
+        FileError {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp);
         return Err(FileError { path: tmp, source });
@@ -49,6 +73,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    remove_stale_temporaries(path);
     let synced = File::open(dir).and_then(|d| d.sync_all());
     if cfg!(unix) {
         synced.map_err(|source| FileError {
@@ -100,6 +125,40 @@ pub fn move_aside(path: &Path, now: u64) -> io::Result<PathBuf> {
     ))
 }
 
+/// Removes (best effort) temporary files of `path` left by crashed writes: siblings named
+/// `<name>.tmp…` last modified [`STALE_TEMPORARY_AGE`] ago or more. A write in progress is
+/// younger than that, so it is never touched.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut prefix = OsString::from(name);
+    prefix.push(".tmp");
+    let prefix = prefix.as_encoded_bytes();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().as_encoded_bytes().starts_with(prefix) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY_AGE);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// `path` with `suffix` appended to its file name (not replacing an extension).
 fn with_suffix(path: &Path, suffix: &str) -> io::Result<PathBuf> {
     let name = path
@@ -127,7 +186,58 @@ mod tests {
             "no .tmp left behind"
         );
         let err = write(&dir.path().join("missing/state.bin"), b"x").unwrap_err();
-        assert!(err.path.ends_with("state.bin.tmp"));
+        let failed = err.path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            failed.starts_with(&format!("state.bin.tmp-{}-", std::process::id())),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn concurrent_writes_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("banlist.json");
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 64 * 1024]).collect();
+        std::thread::scope(|scope| {
+            for bytes in &contents {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write(path, bytes).expect("every concurrent write succeeds");
+                    }
+                });
+            }
+        });
+        let last = fs::read(&path).unwrap();
+        assert!(contents.contains(&last), "one complete write, not a mix");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.dat");
+        let stale = dir.path().join("peers.dat.tmp");
+        let crashed = dir.path().join("peers.dat.tmp-1-0");
+        let fresh = dir.path().join("peers.dat.tmp-2-0");
+        let other = dir.path().join("anchors.json.tmp");
+        for f in [&stale, &crashed, &fresh, &other] {
+            fs::write(f, b"x").unwrap();
+        }
+        let old = std::time::SystemTime::now() - STALE_TEMPORARY_AGE - Duration::from_secs(1);
+        for f in [&stale, &crashed, &other] {
+            File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        write(&path, b"new").unwrap();
+        assert!(!stale.exists() && !crashed.exists());
+        assert!(fresh.exists(), "a write in progress is never touched");
+        assert!(other.exists(), "only this file's temporaries");
     }
 
     #[test]

@@ -414,10 +414,12 @@ impl BanList {
     ///
     /// Atomic so that a crash or power loss leaves either the old file or the new one, never
     /// a torn file that the next [`load`](Self::load) would have to move aside: the data go
-    /// to `<path>.tmp` in the same directory (a rename is only atomic within a filesystem),
-    /// which is synced, renamed over `path`, and then the directory is synced so the rename
-    /// itself is durable. Source: Core's `CBanDB::Write`, which writes `banlist.json.tmp` and
-    /// renames it over `banlist.json`.
+    /// to a temporary file of this save's own, `<path>.tmp-<pid>-<n>`, in the same directory
+    /// (a rename is only atomic within a filesystem; see [`crate::atomic_file`]), which is
+    /// synced, renamed over `path`, and then the directory is synced so the rename itself is
+    /// durable. Source: Core's `CBanDB::Write`, which writes `banlist.json.tmp` and renames it
+    /// over `banlist.json` (one name for every save; ours differ so that two saves at once
+    /// never write into the same temporary file).
     ///
     /// Expired entries not yet swept are written too; `load` drops them.
     ///
