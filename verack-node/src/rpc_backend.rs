@@ -113,9 +113,11 @@ impl NodeRpc {
         p.time_offset = stats.time_offset;
         p.ping_time = stats.last_ping;
         p.min_ping = stats.min_ping;
-        p.version = stats.protocol_version;
+        p.addr_bind = stats.local;
+        p.addr_local = stats.addr_local;
+        // Core shows the version the peer announced, not the negotiated minimum.
+        p.version = stats.remote_version;
         p.subver = stats.user_agent.clone();
-        p.starting_height = stats.start_height;
         p.synced_headers = stats.last_block_height;
         // Core's SetupAddressRelay: outbound peers that relay addresses at once, an inbound
         // one only after it sent an address message (`addr`, `addrv2` or `getaddr`).
@@ -337,10 +339,12 @@ impl RpcBackend for NodeRpc {
                 height: t.height,
                 hash: t.hash,
                 branch_len: t.branch_len,
+                // verack never has a branch's blocks, so every branch but the active one is
+                // Core's "headers-only" (headers valid, blocks not available), whether it was
+                // active once (Core: "valid-fork", which needs fully validated blocks) or not.
                 status: match t.status {
                     TipStatus::Active => ChainTipStatus::Active,
-                    TipStatus::ValidFork => ChainTipStatus::ValidFork,
-                    _ => ChainTipStatus::ValidHeaders,
+                    _ => ChainTipStatus::HeadersOnly,
                 },
             })
             .collect()
@@ -453,6 +457,15 @@ fn base32_lower(bytes: &[u8]) -> String {
         .to_ascii_lowercase()
 }
 
+/// The `addnode` RPC's `v2transport` argument as the server's manual transport.
+fn manual(v2transport: bool) -> ManualTransport {
+    if v2transport {
+        ManualTransport::V2First
+    } else {
+        ManualTransport::V1Only
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,14 +479,5 @@ mod tests {
         let pubkey: [u8; 32] = bytes[..32].try_into().unwrap();
         assert_eq!(addr_text(&AddrV2::TorV3(pubkey)), format!("{name}.onion"));
         assert_eq!(addr_text(&AddrV2::Ipv4([1, 2, 3, 4].into())), "1.2.3.4");
-    }
-}
-
-/// The `addnode` RPC's `v2transport` argument as the server's manual transport.
-fn manual(v2transport: bool) -> ManualTransport {
-    if v2transport {
-        ManualTransport::V2First
-    } else {
-        ManualTransport::V1Only
     }
 }

@@ -199,7 +199,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         category: "network",
         args: &[],
         description: "Returns an object containing various state info regarding P2P networking.",
-        result: "{ \"version\", \"subversion\", \"protocolversion\", \"localservices\", \"localservicesnames\", \"localrelay\", \"timeoffset\", \"networkactive\", \"connections\", \"connections_in\", \"connections_out\", \"networks\", \"localaddresses\", \"warnings\" }",
+        result: "{ \"version\", \"subversion\", \"protocolversion\", \"localservices\", \"localservicesnames\", \"localrelay\", \"timeoffset\", \"tx_send_rate\", \"inv_buckets\", \"networkactive\", \"connections\", \"connections_in\", \"connections_out\", \"networks\", \"localaddresses\", \"warnings\" }",
         handler: getnetworkinfo,
     },
     Command {
@@ -238,7 +238,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         category: "network",
         args: &[],
         description: "Returns data about each connected network peer as a json array of objects.",
-        result: "[ { \"id\", \"addr\", \"addrbind\", \"network\", \"services\", \"servicesnames\", \"relaytxes\", \"lastsend\", \"lastrecv\", \"bytessent\", \"bytesrecv\", \"conntime\", \"timeoffset\", \"pingtime\", \"minping\", \"version\", \"subver\", \"inbound\", \"startingheight\", \"synced_headers\", \"bytessent_per_msg\", \"bytesrecv_per_msg\", \"connection_type\", \"transport_protocol_type\", \"session_id\", ... }, ... ]",
+        result: "[ { \"id\", \"addr\", \"addrbind\", \"addrlocal\", \"network\", \"services\", \"servicesnames\", \"relaytxes\", \"lastsend\", \"lastrecv\", \"bytessent\", \"bytesrecv\", \"conntime\", \"timeoffset\", \"pingtime\", \"minping\", \"version\", \"subver\", \"inbound\", \"synced_headers\", \"bytessent_per_msg\", \"bytesrecv_per_msg\", \"connection_type\", \"transport_protocol_type\", \"session_id\", ... }, ... ]",
         handler: getpeerinfo,
     },
     Command {
@@ -397,12 +397,21 @@ fn sanitize(s: &str) -> String {
 /// (`std::setprecision(16)`), so round to those; serde_json then prints the shortest
 /// text for the rounded value, which is Core's digits (e.g. regtest difficulty
 /// `4.656542373906925e-10`, not the exact double's `4.6565423739069247e-10`).
-fn core_float(x: f64) -> Value {
+///
+/// In that general format an integral value below 10^16 has neither a decimal point nor an
+/// exponent (`1`, not `1.0`), so a JSON reader sees an integer: `verificationprogress` of a
+/// synced node, the difficulty of a minimum-difficulty header. Such values become JSON
+/// integers here too.
+pub(crate) fn core_float(x: f64) -> Value {
     if !x.is_finite() {
         // JSON has no NaN or infinity; Core's UniValue would print them unparsably.
         return Value::Null;
     }
     let rounded: f64 = format!("{x:.15e}").parse().unwrap_or(x);
+    if rounded.fract() == 0.0 && rounded.abs() < 1e16 {
+        // Exact: |rounded| < 2^63 and integral.
+        return json!(rounded as i64);
+    }
     json!(rounded)
 }
 
@@ -556,7 +565,9 @@ fn help(_: &dyn RpcBackend, params: &[Value]) -> Result<Value, RpcError> {
         }
         .into());
     }
-    let mut commands: Vec<&Command> = COMMANDS.iter().collect();
+    // Core's `CRPCTable::help` leaves the "hidden" category (test-only methods such as
+    // `addpeeraddress`) out of the list; `help <name>` still answers for them.
+    let mut commands: Vec<&Command> = COMMANDS.iter().filter(|c| c.category != "hidden").collect();
     commands.sort_by_key(|c| (c.category, c.name));
     let mut text = String::new();
     let mut category = "";
@@ -646,6 +657,15 @@ fn getnetworkinfo(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcErr
     obj.insert("localservicesnames".into(), services_names(services));
     obj.insert("localrelay".into(), info.local_relay.into());
     obj.insert("timeoffset".into(), info.time_offset.into());
+    // Core's transaction-announcement rate limit (`-txsendrate`, token buckets per direction).
+    // verack has no mempool and announces no transactions: a zero rate, nothing queued, no
+    // tokens.
+    obj.insert("tx_send_rate".into(), 0.into());
+    let bucket = json!({"backlog": 0, "count_tok": 0, "size_tok": 0});
+    obj.insert(
+        "inv_buckets".into(),
+        json!({"inbound": bucket.clone(), "outbound": bucket}),
+    );
     obj.insert("networkactive".into(), info.network_active.into());
     obj.insert("connections".into(), peers.len().into());
     obj.insert("connections_in".into(), inbound.into());
@@ -682,8 +702,13 @@ pub(crate) fn peer_json(p: &RpcPeer) -> Value {
     if let Some(bind) = p.addr_bind {
         obj.insert("addrbind".into(), bind.to_string().into());
     }
-    if let Some(local) = &p.addr_local {
-        obj.insert("addrlocal".into(), local.clone().into());
+    // Core's CopyStats: left out unless `CNetAddr::IsValid` (the port is not checked).
+    if let Some(local) = p
+        .addr_local
+        .filter(|a| is_valid_host(a.ip().to_canonical()))
+    {
+        let local = std::net::SocketAddr::new(local.ip().to_canonical(), local.port());
+        obj.insert("addrlocal".into(), local.to_string().into());
     }
     obj.insert("network".into(), p.network.name().into());
     obj.insert("services".into(), format!("{:016x}", p.services).into());
@@ -716,7 +741,6 @@ pub(crate) fn peer_json(p: &RpcPeer) -> Value {
     );
     obj.insert("bip152_hb_to".into(), false.into());
     obj.insert("bip152_hb_from".into(), false.into());
-    obj.insert("startingheight".into(), p.starting_height.into());
     obj.insert("presynced_headers".into(), (-1).into());
     obj.insert("synced_headers".into(), p.synced_headers.into());
     obj.insert("synced_blocks".into(), p.synced_blocks.into());

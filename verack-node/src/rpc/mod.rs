@@ -10,12 +10,16 @@
 //! Methods: `getpeerinfo`, `getnetworkinfo`, `getconnectioncount`, `getnettotals`,
 //! `addnode`, `disconnectnode`, `setban`, `listbanned`, `clearbanned`, `getblockcount`,
 //! `getbestblockhash`, `getblockhash`, `getblockheader`, `getchaintips`,
-//! `getblockchaininfo`, `uptime`, `stop`, `help`. Positional and named parameters both
-//! work, with Core's parameter errors.
+//! `getblockchaininfo`, `getnodeaddresses`, `getaddrmaninfo`, `addpeeraddress`, `uptime`,
+//! `stop`, `help`. Positional and named parameters both work, with Core's parameter errors.
+//! Doubles are printed as Core's UniValue prints them (16 significant digits, `1` rather than
+//! `1.0` for a whole value).
 //!
-//! Deliberate differences from Core: `stop` answers "verack stopping"; there is no
-//! `rpcauth`, `rpcwhitelist` or wallet endpoint (`/wallet/…` is 404, as in a Core built
-//! without a wallet); numbers are printed by serde_json (`1.0` where Core prints `1`).
+//! `verack-node/tests/core_rpc_parity.rs` compares every method with the bundled Core on one
+//! chain; its `DELIBERATE` list (and README's "JSON-RPC") has each remaining difference with
+//! its reason. Besides those: `stop` answers "verack stopping"; there is no `rpcauth`,
+//! `rpcwhitelist` or wallet endpoint (`/wallet/…` is 404, as in a Core built without a
+//! wallet).
 
 mod auth;
 pub mod backend;

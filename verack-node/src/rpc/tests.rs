@@ -66,16 +66,21 @@ impl Fake {
         outbound.ping_time = Some(Duration::from_micros(1500));
         outbound.min_ping = Some(Duration::from_micros(1200));
         outbound.addr_bind = Some("127.0.0.1:50000".parse().expect("addr"));
+        // As reported in the peer's `version` (IPv4-mapped, as on the wire).
+        outbound.addr_local = Some("[::ffff:198.51.100.7]:18444".parse().expect("addr"));
+        outbound.version = 70016;
         outbound.bytes_sent_per_msg = BTreeMap::from([("headers".into(), 0), ("ping".into(), 32)]);
         outbound.transport = Transport::V2 {
             session_id: [0xab; 32],
         };
         outbound.synced_headers = 2;
-        let inbound = RpcPeer::new(
+        let mut inbound = RpcPeer::new(
             8,
             "127.0.0.1:61000".parse().expect("addr"),
             ConnectionType::Inbound,
         );
+        // What Core sends to a peer whose address is not routable: not shown.
+        inbound.addr_local = Some("0.0.0.0:0".parse().expect("addr"));
         Self {
             chain,
             peers: vec![outbound, inbound],
@@ -892,7 +897,9 @@ async fn blockchain_methods() {
     assert!(info["difficulty"].as_f64().expect("difficulty") > 4.6e-10);
     assert_eq!(info["time"], chain[2].time);
     assert_eq!(info["mediantime"], chain[2].time);
-    assert_eq!(info["verificationprogress"], 1.0);
+    // Core prints a whole double without a decimal point: an integer to JSON readers.
+    assert!(info["verificationprogress"].is_u64(), "{info}");
+    assert_eq!(info["verificationprogress"], 1);
     assert_eq!(info["initialblockdownload"], false);
     assert_eq!(info["size_on_disk"], 240);
     assert_eq!(info["pruned"], false);
@@ -917,6 +924,14 @@ async fn peer_and_network_info() {
     assert_eq!(out["id"], 7);
     assert_eq!(out["addr"], "203.0.113.9:18444");
     assert_eq!(out["addrbind"], "127.0.0.1:50000");
+    assert_eq!(
+        out["addrlocal"], "198.51.100.7:18444",
+        "IPv4-mapped printed as IPv4"
+    );
+    assert_eq!(
+        out["version"], 70016,
+        "the version the peer announced, as given"
+    );
     assert_eq!(out["network"], "ipv4");
     assert_eq!(out["services"], "0000010000000c09");
     assert_eq!(
@@ -950,6 +965,14 @@ async fn peer_and_network_info() {
     assert_eq!(inbound["transport_protocol_type"], "v1");
     assert_eq!(inbound["session_id"], "");
     assert!(inbound.get("addrbind").is_none());
+    assert!(
+        inbound.get("addrlocal").is_none(),
+        "0.0.0.0 fails Core's IsValid"
+    );
+    assert!(
+        inbound.get("startingheight").is_none(),
+        "gone from Core's getpeerinfo"
+    );
     assert!(inbound.get("pingtime").is_none());
     for key in [
         "relaytxes",
@@ -960,7 +983,7 @@ async fn peer_and_network_info() {
         "conntime",
         "timeoffset",
         "version",
-        "startingheight",
+        "presynced_headers",
     ] {
         assert!(inbound.get(key).is_some(), "{key}");
     }
@@ -991,6 +1014,15 @@ async fn peer_and_network_info() {
         json!([{"address": "198.51.100.1", "port": 18444, "score": 4}])
     );
     assert_eq!(net["warnings"], json!([]));
+    assert_eq!(net["tx_send_rate"], 0);
+    assert_eq!(
+        net["inv_buckets"]["inbound"],
+        json!({"backlog": 0, "count_tok": 0, "size_tok": 0})
+    );
+    assert_eq!(
+        net["inv_buckets"]["outbound"],
+        net["inv_buckets"]["inbound"]
+    );
 
     let totals = server.result("getnettotals", json!([])).await;
     assert_eq!(totals["totalbytesrecv"], 1000);
@@ -1276,6 +1308,17 @@ async fn help_uptime_and_stop() {
     ] {
         assert!(help.contains(&format!("\n{method}")), "{method}");
     }
+    // As Core: test-only methods (category "hidden") are left out of the list, but
+    // `help <name>` answers for them.
+    assert!(
+        !help.contains("Hidden") && !help.contains("addpeeraddress"),
+        "{help}"
+    );
+    let hidden = server.result("help", json!(["addpeeraddress"])).await;
+    assert!(hidden
+        .as_str()
+        .expect("text")
+        .starts_with("addpeeraddress \"address\" port ( tried )"));
     let one = server.result("help", json!(["getblockhash"])).await;
     assert!(one
         .as_str()
@@ -1407,6 +1450,16 @@ fn difficulty_matches_core() {
     // Mainnet block 100000's bits.
     assert_eq!(difficulty(0x1b04_864c), 14484.162361225399);
     assert_eq!(difficulty(0x207f_ffff), 4.6565423739069247e-10);
+    // UniValue's setprecision(16): whole values below 1e16 print without a point.
+    use super::methods::core_float;
+    assert_eq!(core_float(1.0).to_string(), "1");
+    assert_eq!(core_float(0.0).to_string(), "0");
+    assert_eq!(core_float(0.5).to_string(), "0.5");
+    assert_eq!(core_float(1e16).to_string(), "1e+16");
+    assert_eq!(
+        core_float(difficulty(0x207f_ffff)).to_string(),
+        "4.656542373906925e-10"
+    );
 }
 
 #[tokio::test]

@@ -192,8 +192,10 @@ pub struct RpcPeer {
     pub addr: String,
     /// Our local end of the socket (`addrbind`); omitted when `None`.
     pub addr_bind: Option<SocketAddr>,
-    /// Our address as the peer reported it in `version` (`addrlocal`); omitted when `None`.
-    pub addr_local: Option<String>,
+    /// Our address as the peer reported it in `version` (`addrlocal`), as received. Omitted
+    /// when `None` or when Core's `CNetAddr::IsValid` would refuse it (e.g. the `0.0.0.0:0`
+    /// Core sends to a peer whose address is not routable).
+    pub addr_local: Option<SocketAddr>,
     /// Network class of the connection (`network`).
     pub network: RpcNetwork,
     /// Service bits the peer advertised (`services` as 16 hex digits, and `servicesnames`).
@@ -220,15 +222,14 @@ pub struct RpcPeer {
     pub min_ping: Option<Duration>,
     /// How long an outstanding ping has been waiting (`pingwait`); omitted when `None`.
     pub ping_wait: Option<Duration>,
-    /// Protocol version from the peer's `version` (`version`).
+    /// Protocol version the peer announced in its `version` (`version`; Core's `nVersion`,
+    /// not the negotiated minimum).
     pub version: u32,
     /// User agent from the peer's `version` (`subver`); the server sanitizes it as Core
     /// does (`SanitizeString`), so pass it raw.
     pub subver: String,
     /// How the connection came about (`connection_type`, and `inbound`).
     pub connection_type: ConnectionType,
-    /// Start height the peer announced (`startingheight`).
-    pub starting_height: i32,
     /// Height of the best header known to be shared with the peer (`synced_headers`), -1 if none.
     pub synced_headers: i32,
     /// Height of the best block known to be shared with the peer (`synced_blocks`), -1 if none.
@@ -276,7 +277,6 @@ impl RpcPeer {
             version: 0,
             subver: String::new(),
             connection_type,
-            starting_height: -1,
             synced_headers: -1,
             synced_blocks: -1,
             addr_relay_enabled: false,
