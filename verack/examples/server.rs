@@ -12,7 +12,9 @@ use bitcoin::Network;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use verack::peer::{IgnoreMessages, PeerConfig, PeerHandle};
-use verack::server::{ConnectionKind, FixedAddresses, PeerEvent, Server, ServerConfig};
+use verack::server::{
+    default_p2p_port, ConnectionKind, FixedAddresses, PeerEvent, PeerTarget, Server, ServerConfig,
+};
 
 #[derive(Parser)]
 #[command(about = "Run a verack server and print its peer events")]
@@ -26,9 +28,10 @@ struct Args {
     /// Outbound candidates (repeatable).
     #[arg(long)]
     peer: Vec<SocketAddr>,
-    /// Persistent peers (repeatable), reconnected forever.
+    /// Persistent peers (repeatable), reconnected forever: IP, IP:PORT, [IPv6]:PORT, HOST or
+    /// HOST:PORT (host names looked up at each connection; the network's port by default).
     #[arg(long)]
-    addnode: Vec<SocketAddr>,
+    addnode: Vec<String>,
 }
 
 #[tokio::main]
@@ -39,7 +42,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mut config = ServerConfig::new(PeerConfig::new(args.network));
     config.listen = args.listen;
-    config.persistent = args.addnode;
+    let port = default_p2p_port(args.network);
+    for text in &args.addnode {
+        let target =
+            PeerTarget::parse(text, port).map_err(|e| format!("--addnode '{text}': {e}"))?;
+        config.persistent.push(target);
+    }
     config.target_full_relay = 8;
     config.target_block_relay = 0;
     let server = Server::new(config, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)

@@ -142,9 +142,9 @@ async fn server_accepts_bcoin_and_keeps_it_as_a_persistent_peer_across_restarts(
     peer_cfg.services = ServiceFlags::from(BCOIN_REQUIRED_SERVICES);
     let mut cfg = ServerConfig::new(peer_cfg);
     cfg.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    cfg.persistent = vec![bcoin_addr];
+    cfg.persistent = vec![bcoin_addr.into()];
     // bcoin bans an address that sends it a v2 key: no v2-first attempt.
-    cfg.v1_only_manual = vec![bcoin_addr];
+    cfg.v1_only_manual = vec![bcoin_addr.into()];
     cfg.connect_only = true;
     let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| {
         verack::peer::IgnoreMessages

@@ -242,7 +242,7 @@ async fn a_manual_peer_is_asked_for_addresses_and_the_answer_is_stored() {
     let (server_a, _rec_a, shutdown_a, at) = start(known.clone()).await;
     let rec_b = Arc::new(Recording::default());
     let mut cfg = ServerConfig::new(config());
-    cfg.persistent = vec![at];
+    cfg.persistent = vec![at.into()];
     cfg.connect_only = true;
     cfg.feeler_interval = None;
     let server_b = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)

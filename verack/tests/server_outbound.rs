@@ -171,7 +171,7 @@ async fn persistent_peer_backoff_grows_with_jitter_bounds() {
     let net = FakeNet::new(Answer::Refuse);
     let target: SocketAddr = "20.0.0.1:8333".parse().unwrap();
     let mut cfg = ServerConfig::new(config());
-    cfg.persistent = vec![target];
+    cfg.persistent = vec![target.into()];
     cfg.connect_only = true;
     let server = Server::new(cfg, handlers()).with_dialer(net.clone());
     let shutdown = CancellationToken::new();
@@ -203,7 +203,7 @@ async fn persistent_peers_reconnect_and_connect_only_ignores_the_source() {
     let net = FakeNet::new(Answer::Peer);
     let target: SocketAddr = "20.0.0.1:8333".parse().unwrap();
     let mut cfg = ServerConfig::new(config());
-    cfg.persistent = vec![target];
+    cfg.persistent = vec![target.into()];
     cfg.connect_only = true;
     let server = Server::new(cfg, handlers())
         .with_dialer(net.clone())

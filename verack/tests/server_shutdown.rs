@@ -34,7 +34,7 @@ async fn shutdown_with_100_peers_and_dials_in_flight_is_bounded_and_leaves_nothi
     // backlog and our handshake waits, so a dial is in flight when we stop.
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     cfg.target_full_relay = 0;
-    cfg.persistent = vec![sink.local_addr().unwrap()];
+    cfg.persistent = vec![sink.local_addr().unwrap().into()];
     let (server, shutdown, at) = started(cfg).await;
     let mut clients = Vec::new();
     for i in 0..100 {

@@ -86,6 +86,7 @@ pub(crate) async fn accept_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, listener:
             Box::new(stream),
             addr,
             ConnectionKind::Inbound,
+            None,
             Some(slot),
         ));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::peer::PeerConfig;
 
-use super::AdmissionRules;
+use super::{AdmissionRules, PeerTarget};
 
 /// Why an outbound connection exists, or that it is inbound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,13 +52,15 @@ pub struct ServerConfig {
     pub dial_timeout: Duration,
     /// How often the outbound target is re-checked (also after every disconnect). Default 1 s.
     pub outbound_interval: Duration,
-    /// Persistent peers, always reconnected (Core's `-addnode`). Default none. Manual
-    /// connections try BIP324 v2 first ([`ManualTransport::V2First`]) unless listed in
+    /// Persistent peers, always reconnected (Core's `-addnode`): addresses, or host names
+    /// looked up again before every dial ([`PeerTarget`]). Default none. Manual connections
+    /// try BIP324 v2 first ([`ManualTransport::V2First`]) unless listed in
     /// [`v1_only_manual`](Self::v1_only_manual).
-    pub persistent: Vec<SocketAddr>,
+    pub persistent: Vec<PeerTarget>,
     /// Manual peers (persistent or [`connect_once`](super::Server::connect_once)) dialled
-    /// over v1 only ([`ManualTransport::V1Only`]). Default none.
-    pub v1_only_manual: Vec<SocketAddr>,
+    /// over v1 only ([`ManualTransport::V1Only`]). A host name here covers every address it
+    /// resolves to when dialled as that persistent peer. Default none.
+    pub v1_only_manual: Vec<PeerTarget>,
     /// Dial only the persistent peers, never the address source (Core's `-connect`). Default
     /// `false`.
     pub connect_only: bool,

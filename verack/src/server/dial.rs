@@ -34,10 +34,29 @@ pub type BoxedConnection = Box<dyn Connection>;
 /// A future returned by [`Dialer::dial`].
 pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<BoxedConnection>> + Send>>;
 
-/// Opens outbound connections. The server applies its own timeout around `dial`.
+/// A future returned by [`Dialer::resolve`].
+pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// Opens outbound connections. The server applies its own timeout around `dial` and
+/// `resolve` (each [`dial_timeout`](super::ServerConfig::dial_timeout)).
 pub trait Dialer: Send + Sync + 'static {
     /// Connects to `addr`.
     fn dial(&self, addr: SocketAddr) -> DialFuture;
+
+    /// The addresses of a persistent peer given by host name, asked before each dial of it,
+    /// in the order to try them. The default is [`PeerTarget::resolve`](super::PeerTarget):
+    /// the system resolver, no caching. Override to resolve elsewhere (or, in tests, to
+    /// count lookups or move a name).
+    ///
+    /// # Errors
+    /// The lookup's error; an empty answer should be [`io::ErrorKind::NotFound`].
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        let target = super::PeerTarget::Name {
+            host: host.to_owned(),
+            port,
+        };
+        Box::pin(async move { target.resolve().await })
+    }
 }
 
 /// Plain TCP with `TCP_NODELAY`.

@@ -67,6 +67,18 @@ pub enum PeerEvent {
         /// What went wrong.
         error: Arc<std::io::Error>,
     },
+    /// A persistent peer's host name could not be looked up (or had no address); the peer is
+    /// tried again after its backoff, with a new lookup.
+    ResolveFailed {
+        /// The host name.
+        host: String,
+        /// The port it was to be dialled on.
+        port: u16,
+        /// The resolver's error (a timeout after
+        /// [`dial_timeout`](super::ServerConfig::dial_timeout) is
+        /// [`TimedOut`](std::io::ErrorKind::TimedOut)).
+        error: Arc<std::io::Error>,
+    },
     /// A subnet was banned.
     Banned {
         /// The subnet (a single address is a /32 or /128).

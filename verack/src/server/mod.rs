@@ -31,8 +31,9 @@
 //!        └─ AddressSource::candidates → pick_dials: not own, allow/deny, not banned,
 //!           not connected/dialing, one per netgroup; ≤ max_dials_in_flight
 //!             └─ dial with timeout → handshake → checkpoint 2 → run
-//! persistent peers: one loop each: dial → run → backoff 1 s…5 min ±50% (reset after a
-//! connection that lasted) → dial again, until shutdown
+//! persistent peers: one loop each: resolve (a host name, looked up every time) → dial each
+//! address in turn until one is admitted → run → backoff 1 s…5 min ±50% (reset after a
+//! connection that lasted) → resolve again, until shutdown
 //! ```
 //! Trusted peers bypass every limit and ban and are never evicted. Bans are checked at accept
 //! and before dialing.
@@ -60,6 +61,7 @@ mod outbound;
 mod registry;
 mod relay;
 mod session;
+mod target;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -81,7 +83,7 @@ pub use ban::{BanEntry, BanFileError, BanList, BanScore};
 pub use config::{ConnectionKind, ManualTransport, ServerConfig};
 pub use dial::{
     pick_dials, AddressSource, BoxedConnection, Connection, DialFuture, Dialer, FixedAddresses,
-    TcpDialer,
+    ResolveFuture, TcpDialer,
 };
 pub use events::PeerEvent;
 pub use misbehaviour::misbehaviour_score;
@@ -89,6 +91,7 @@ pub use registry::{
     select_pending_to_drop, AdmissionRules, Established, Pending, PendingAdmission,
     PendingCandidate, PendingId, Refusal, Registry,
 };
+pub use target::{default_p2p_port, PeerTarget, PeerTargetError, MAX_HOST_NAME_LEN};
 
 use crate::netgroup::is_local;
 use crate::peer::{
@@ -181,9 +184,9 @@ pub(crate) struct Inner<H> {
     /// Wakes the outbound loop (after a disconnect or a finished dial).
     pub(crate) wake_outbound: Notify,
     /// Persistent peers and the token that stops each one's loop.
-    persistent: Mutex<HashMap<SocketAddr, CancellationToken>>,
+    persistent: Mutex<HashMap<PeerTarget, CancellationToken>>,
     /// Manual peers dialled over v1 only ([`ManualTransport::V1Only`]).
-    manual_v1_only: Mutex<HashSet<SocketAddr>>,
+    manual_v1_only: Mutex<HashSet<PeerTarget>>,
     /// Block-relay-only peers of the last run, dialled first (Core's anchors).
     pub(crate) anchors: Mutex<Vec<SocketAddr>>,
     /// Addresses already forwarded, by key, with when (bounded; see `relay`).
@@ -192,14 +195,15 @@ pub(crate) struct Inner<H> {
 }
 
 impl<H> Inner<H> {
-    /// The transport manual connections to `addr` start with.
-    pub(crate) fn manual_transport(&self, addr: SocketAddr) -> ManualTransport {
-        if self
-            .manual_v1_only
-            .lock()
-            .expect("manual transport lock")
-            .contains(&addr)
-        {
+    /// The transport a manual connection to `addr`, dialled for `target`, starts with: v1
+    /// only if either is listed as such.
+    pub(crate) fn manual_transport(
+        &self,
+        target: &PeerTarget,
+        addr: SocketAddr,
+    ) -> ManualTransport {
+        let v1 = self.manual_v1_only.lock().expect("manual transport lock");
+        if v1.contains(target) || v1.contains(&PeerTarget::Addr(addr)) {
             ManualTransport::V1Only
         } else {
             ManualTransport::V2First
@@ -327,7 +331,7 @@ impl<H: PeerHandlers> Server<H> {
         } else {
             Registry::default()
         };
-        let manual_v1_only = config.v1_only_manual.iter().copied().collect();
+        let manual_v1_only = config.v1_only_manual.iter().cloned().collect();
         Server {
             inner: Arc::new(Inner {
                 peer_config: Arc::new(config.peer.clone()),
@@ -420,18 +424,18 @@ impl<H: PeerHandlers> Server<H> {
             inner.tracker.spawn(outbound::outbound_loop(inner.clone()));
         }
         // Configured persistent peers, and any added before start.
-        let persistent: Vec<(SocketAddr, CancellationToken)> = {
+        let persistent: Vec<(PeerTarget, CancellationToken)> = {
             let mut map = inner.persistent.lock().expect("persistent lock");
-            for &addr in &inner.config.persistent {
-                map.entry(addr)
+            for target in &inner.config.persistent {
+                map.entry(target.clone())
                     .or_insert_with(|| inner.cancel.child_token());
             }
-            map.iter().map(|(a, t)| (*a, t.clone())).collect()
+            map.iter().map(|(a, t)| (a.clone(), t.clone())).collect()
         };
-        for (addr, token) in persistent {
+        for (target, token) in persistent {
             inner
                 .tracker
-                .spawn(outbound::persistent_loop(inner.clone(), addr, token));
+                .spawn(outbound::persistent_loop(inner.clone(), target, token));
         }
         if let Some(path) = &inner.config.anchors_path {
             *inner.anchors.lock().expect("anchors lock") = anchors::take(path);
@@ -514,46 +518,56 @@ impl<H: PeerHandlers> Server<H> {
         self.stopped().await
     }
 
-    /// Keeps `addr` connected from now on, as Core's `addnode add` (reconnecting with
+    /// Keeps `target` connected from now on, as Core's `addnode add` (reconnecting with
     /// [`persistent_backoff`](ServerConfig::persistent_backoff)), trying v2 first unless
-    /// [`ServerConfig::v1_only_manual`] lists it. Returns `false` if it already was
-    /// persistent. Before [`start`](Self::start) it is remembered and started then.
-    pub fn add_persistent(&self, addr: SocketAddr) -> bool {
-        let transport = self.manual_transport(addr);
-        self.add_persistent_with(addr, transport)
+    /// [`ServerConfig::v1_only_manual`] lists it. `target` is a [`SocketAddr`] or a
+    /// [`PeerTarget`]; a host name is looked up before every dial and its addresses tried in
+    /// the resolver's order until one is admitted (Core picks one at random). Returns `false`
+    /// if it already was persistent. Before [`start`](Self::start) it is remembered and
+    /// started then.
+    pub fn add_persistent(&self, target: impl Into<PeerTarget>) -> bool {
+        let target = target.into();
+        let transport = self.manual_transport(target.clone());
+        self.add_persistent_with(target, transport)
     }
 
     /// [`add_persistent`](Self::add_persistent) with the transport to start with (Core's
     /// `addnode ADDR add V2TRANSPORT`); the choice also applies to later
-    /// [`connect_once`](Self::connect_once) calls for `addr`. Returns `false` if `addr`
-    /// already was persistent (its transport choice is still updated).
-    pub fn add_persistent_with(&self, addr: SocketAddr, transport: ManualTransport) -> bool {
-        self.set_manual_transport(addr, transport);
+    /// [`connect_once`](Self::connect_once) calls for an address target. Returns `false` if
+    /// `target` already was persistent (its transport choice is still updated).
+    pub fn add_persistent_with(
+        &self,
+        target: impl Into<PeerTarget>,
+        transport: ManualTransport,
+    ) -> bool {
+        let target = target.into();
+        self.set_manual_transport(target.clone(), transport);
         let token = self.inner.cancel.child_token();
         {
             let mut persistent = self.inner.persistent.lock().expect("persistent lock");
-            if persistent.contains_key(&addr) {
+            if persistent.contains_key(&target) {
                 return false;
             }
-            persistent.insert(addr, token.clone());
+            persistent.insert(target.clone(), token.clone());
         }
         if *self.inner.lifecycle.lock().expect("lifecycle lock") == Lifecycle::Running {
             self.inner
                 .tracker
-                .spawn(outbound::persistent_loop(self.inner.clone(), addr, token));
+                .spawn(outbound::persistent_loop(self.inner.clone(), target, token));
         }
         true
     }
 
-    /// Stops reconnecting to `addr` (Core's `addnode remove`); a current connection stays.
-    /// Returns `false` if it was not persistent.
-    pub fn remove_persistent(&self, addr: SocketAddr) -> bool {
+    /// Stops reconnecting to `target` (Core's `addnode remove`), given as it was added (a
+    /// host name is not resolved to match an address); a current connection stays. Returns
+    /// `false` if it was not persistent.
+    pub fn remove_persistent(&self, target: impl Into<PeerTarget>) -> bool {
         match self
             .inner
             .persistent
             .lock()
             .expect("persistent lock")
-            .remove(&addr)
+            .remove(&target.into())
         {
             Some(token) => {
                 token.cancel();
@@ -563,14 +577,14 @@ impl<H: PeerHandlers> Server<H> {
         }
     }
 
-    /// The persistent peers.
-    pub fn persistent_peers(&self) -> Vec<SocketAddr> {
+    /// The persistent peers, as added.
+    pub fn persistent_peers(&self) -> Vec<PeerTarget> {
         self.inner
             .persistent
             .lock()
             .expect("persistent lock")
             .keys()
-            .copied()
+            .cloned()
             .collect()
     }
 
@@ -585,7 +599,7 @@ impl<H: PeerHandlers> Server<H> {
     /// [`connect_once`](Self::connect_once) with the transport to start with (Core's
     /// `addnode ADDR onetry V2TRANSPORT`).
     pub fn connect_once_with(&self, addr: SocketAddr, transport: ManualTransport) -> bool {
-        self.set_manual_transport(addr, transport);
+        self.set_manual_transport(PeerTarget::Addr(addr), transport);
         if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
             || !self
                 .inner
@@ -596,25 +610,38 @@ impl<H: PeerHandlers> Server<H> {
         }
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
-            outbound::dial_and_serve(&inner, addr, ConnectionKind::Manual).await;
+            outbound::dial_and_serve_manual(&inner, addr, transport).await;
         });
         true
     }
 
-    /// The transport manual connections to `addr` start with.
-    pub fn manual_transport(&self, addr: SocketAddr) -> ManualTransport {
-        self.inner.manual_transport(addr)
+    /// The transport manual connections to `target` (a [`SocketAddr`] or a [`PeerTarget`])
+    /// start with, as listed in [`ServerConfig::v1_only_manual`] or set by
+    /// [`add_persistent_with`](Self::add_persistent_with)/
+    /// [`connect_once_with`](Self::connect_once_with).
+    pub fn manual_transport(&self, target: impl Into<PeerTarget>) -> ManualTransport {
+        let listed = self
+            .inner
+            .manual_v1_only
+            .lock()
+            .expect("manual transport lock")
+            .contains(&target.into());
+        if listed {
+            ManualTransport::V1Only
+        } else {
+            ManualTransport::V2First
+        }
     }
 
-    fn set_manual_transport(&self, addr: SocketAddr, transport: ManualTransport) {
+    fn set_manual_transport(&self, target: PeerTarget, transport: ManualTransport) {
         let mut v1 = self
             .inner
             .manual_v1_only
             .lock()
             .expect("manual transport lock");
         match transport {
-            ManualTransport::V1Only => v1.insert(addr),
-            ManualTransport::V2First => v1.remove(&addr),
+            ManualTransport::V1Only => v1.insert(target),
+            ManualTransport::V2First => v1.remove(&target),
         };
     }
 

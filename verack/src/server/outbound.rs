@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::dial::pick_dials;
 use super::session::serve;
-use super::{ConnectionKind, Inner, PeerEvent, PeerHandlers};
+use super::{ConnectionKind, Inner, ManualTransport, PeerEvent, PeerHandlers, PeerTarget};
 
 /// The least time between two fills, so disconnect storms cannot make the loop spin.
 const MIN_FILL_SPACING: Duration = Duration::from_millis(100);
@@ -90,11 +90,30 @@ fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: us
 }
 
 /// Dials `addr` (already marked as dialling) and serves the connection; returns how long it
-/// stayed admitted (`None` if it never was).
+/// stayed admitted (`None` if it never was). Manual connections go through
+/// [`dial_and_serve_manual`].
 pub(crate) async fn dial_and_serve<H: PeerHandlers>(
     inner: &Arc<Inner<H>>,
     addr: SocketAddr,
     kind: ConnectionKind,
+) -> Option<Duration> {
+    dial_and_serve_as(inner, addr, kind, None).await
+}
+
+/// [`dial_and_serve`] for a manual connection starting with `transport`.
+pub(crate) async fn dial_and_serve_manual<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    addr: SocketAddr,
+    transport: ManualTransport,
+) -> Option<Duration> {
+    dial_and_serve_as(inner, addr, ConnectionKind::Manual, Some(transport)).await
+}
+
+async fn dial_and_serve_as<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    addr: SocketAddr,
+    kind: ConnectionKind,
+    manual: Option<ManualTransport>,
 ) -> Option<Duration> {
     let dialed = tokio::select! {
         r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)) => {
@@ -103,13 +122,13 @@ pub(crate) async fn dial_and_serve<H: PeerHandlers>(
         _ = inner.cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
     };
     match dialed {
-        Ok(stream) => match serve(inner.clone(), stream, addr, kind, None).await {
+        Ok(stream) => match serve(inner.clone(), stream, addr, kind, manual, None).await {
             Ok(lasted) => lasted,
             Err(super::session::RetryV1) => {
                 // Once, immediately, over v1; not counted as a failure.
                 match tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)).await
                 {
-                    Ok(Ok(stream)) => serve(inner.clone(), stream, addr, kind, None)
+                    Ok(Ok(stream)) => serve(inner.clone(), stream, addr, kind, manual, None)
                         .await
                         .unwrap_or(None),
                     _ => {
@@ -134,11 +153,17 @@ pub(crate) async fn dial_and_serve<H: PeerHandlers>(
     }
 }
 
-/// Keeps one persistent peer connected: dial, run, back off, repeat, until `stop` fires
-/// (removal or shutdown).
+/// Keeps one persistent peer connected: resolve, dial, run, back off, repeat, until `stop`
+/// fires (removal or shutdown).
+///
+/// A host name is looked up again before every round, so a peer whose name now points
+/// elsewhere is found; its addresses are dialled in the resolver's order until one is
+/// admitted (an address already connected or being dialled is skipped, as Core refuses a
+/// second connection to it). A failed lookup is a failed round: it emits
+/// [`PeerEvent::ResolveFailed`] and backs off like a failed dial.
 pub(crate) async fn persistent_loop<H: PeerHandlers>(
     inner: Arc<Inner<H>>,
-    addr: SocketAddr,
+    target: PeerTarget,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut streak: u32 = 0;
@@ -146,12 +171,20 @@ pub(crate) async fn persistent_loop<H: PeerHandlers>(
         if stop.is_cancelled() {
             return;
         }
-        let began = inner.registry().begin_dial(addr, ConnectionKind::Manual);
-        let lasted = if began {
-            dial_and_serve(&inner, addr, ConnectionKind::Manual).await
-        } else {
-            None
-        };
+        let mut lasted = None;
+        for addr in resolve(&inner, &target, &stop).await {
+            if stop.is_cancelled() {
+                return;
+            }
+            if !inner.registry().begin_dial(addr, ConnectionKind::Manual) {
+                continue;
+            }
+            let transport = inner.manual_transport(&target, addr);
+            lasted = dial_and_serve_manual(&inner, addr, transport).await;
+            if lasted.is_some() {
+                break;
+            }
+        }
         // A connection that lasted resets the backoff; failures and short ones grow it.
         streak = match lasted {
             Some(d) if d >= inner.config.stable_connection => 0,
@@ -161,10 +194,55 @@ pub(crate) async fn persistent_loop<H: PeerHandlers>(
             .config
             .persistent_backoff
             .delay(streak.saturating_sub(1), rand::thread_rng().gen());
-        tracing::debug!(%addr, ?delay, streak, "persistent peer: reconnecting after backoff");
+        tracing::debug!(%target, ?delay, streak, "persistent peer: reconnecting after backoff");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The addresses of `target` now: the address itself, or the name looked up with
+/// [`Dialer::resolve`](super::Dialer::resolve) (bounded by
+/// [`dial_timeout`](super::ServerConfig::dial_timeout)). Empty when the lookup fails (after
+/// emitting [`PeerEvent::ResolveFailed`]) or `stop` fires.
+async fn resolve<H: PeerHandlers>(
+    inner: &Inner<H>,
+    target: &PeerTarget,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<SocketAddr> {
+    let (host, port) = match target {
+        PeerTarget::Addr(addr) => return vec![*addr],
+        PeerTarget::Name { host, port } => (host, port),
+    };
+    let looked_up = tokio::select! {
+        r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.resolve(host, *port)) => {
+            r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "host name lookup timed out")))
+        }
+        _ = stop.cancelled() => return Vec::new(),
+    };
+    let looked_up = looked_up.and_then(|addrs| match addrs.is_empty() {
+        true => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )),
+        false => Ok(addrs),
+    });
+    match looked_up {
+        Ok(addrs) => {
+            tracing::debug!(%target, ?addrs, "persistent peer: host name resolved");
+            addrs
+        }
+        Err(error) => {
+            if !inner.cancel.is_cancelled() {
+                tracing::debug!(%target, %error, "persistent peer: host name lookup failed");
+                inner.emit(PeerEvent::ResolveFailed {
+                    host: host.clone(),
+                    port: *port,
+                    error: Arc::new(error),
+                });
+            }
+            Vec::new()
         }
     }
 }

@@ -64,13 +64,15 @@ impl Drop for PendingSlot {
 pub(crate) struct RetryV1;
 
 /// Serves one connection to the end. For outbound connections `addr` is marked as dialling
-/// and the mark is cleared once admission is decided. Returns how long the peer stayed
-/// admitted, or `None` if it never was.
+/// and the mark is cleared once admission is decided; a manual one starts with `manual`
+/// (`None`: the default, v2 first). Returns how long the peer stayed admitted, or `None` if it
+/// never was.
 pub(crate) async fn serve<H: PeerHandlers>(
     inner: Arc<Inner<H>>,
     stream: BoxedConnection,
     addr: SocketAddr,
     kind: ConnectionKind,
+    manual: Option<ManualTransport>,
     slot: Option<PendingSlot>,
 ) -> Result<Option<Duration>, RetryV1> {
     let direction = if kind == ConnectionKind::Inbound {
@@ -89,7 +91,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
     let known = inner.source.services_of(addr);
     let peer = match (direction, kind) {
         (Direction::Inbound, _) => Peer::new(stream, direction, addr, config),
-        (_, ConnectionKind::Manual) => match inner.manual_transport(addr) {
+        (_, ConnectionKind::Manual) => match manual.unwrap_or_default() {
             ManualTransport::V2First => {
                 let services = known.unwrap_or(ServiceFlags::NONE) | ServiceFlags::P2P_V2;
                 Peer::outbound_with_services(stream, addr, config, services)
