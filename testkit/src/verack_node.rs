@@ -50,13 +50,52 @@ impl VerackNode {
         for arg in extra_args {
             assert!(is_loopback_only(arg), "not a loopback-only argument: {arg}");
         }
+        let mut datadir = scratch_dir("node");
         let mut attempt = 1;
         loop {
             let (p2p, rpc) = (free_port().await, free_port().await);
-            match launch(bin, p2p, rpc, extra_args).await {
+            match launch(bin, datadir, p2p, rpc, extra_args).await {
                 Ok(node) => return node,
-                Err((true, _)) if attempt < START_ATTEMPTS => attempt += 1,
-                Err((_, report)) => panic!("verack did not start (attempt {attempt}): {report}"),
+                Err(f) if f.port_taken && attempt < START_ATTEMPTS => {
+                    datadir = f.datadir;
+                    attempt += 1;
+                }
+                Err(f) => {
+                    let _ = std::fs::remove_dir_all(&f.datadir);
+                    panic!("verack did not start (attempt {attempt}): {}", f.report)
+                }
+            }
+        }
+    }
+
+    /// Stops the node as [`terminate`](Self::terminate) does (SIGTERM, killed after
+    /// [`VERACK_STOP_TIMEOUT`]) but keeps its data directory, then starts the binary at `bin`
+    /// again on that data directory with `extra_args` (the previous run's arguments are not
+    /// reused), on the same P2P and RPC ports (new ones if a port was taken meanwhile, up to 3
+    /// starts). Returns the first run's exit status and the new node; the log file continues.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn restart(mut self, bin: &Path, extra_args: &[&str]) -> (ExitStatus, VerackNode) {
+        for arg in extra_args {
+            assert!(is_loopback_only(arg), "not a loopback-only argument: {arg}");
+        }
+        let status = self.stop().await;
+        let (mut p2p, mut rpc) = (self.p2p.port(), self.rpc.port());
+        let mut datadir = self.release();
+        let mut attempt = 1;
+        loop {
+            match launch(bin, datadir, p2p, rpc, extra_args).await {
+                Ok(node) => return (status, node),
+                Err(f) if f.port_taken && attempt < START_ATTEMPTS => {
+                    datadir = f.datadir;
+                    (p2p, rpc) = (free_port().await, free_port().await);
+                    attempt += 1;
+                }
+                Err(f) => {
+                    let _ = std::fs::remove_dir_all(&f.datadir);
+                    panic!("verack did not restart (attempt {attempt}): {}", f.report)
+                }
             }
         }
     }
@@ -197,6 +236,11 @@ impl VerackNode {
     /// that. Returns the exit status (success after a clean stop). The data directory is then
     /// removed.
     pub async fn terminate(mut self) -> ExitStatus {
+        self.stop().await
+    }
+
+    /// SIGTERM, then wait up to [`VERACK_STOP_TIMEOUT`], killing after that.
+    async fn stop(&mut self) -> ExitStatus {
         send_sigterm(&self.child).expect("SIGTERM to verack");
         let (status, killed) = wait_or_kill(&mut self.child, VERACK_STOP_TIMEOUT).await;
         if killed {
@@ -204,24 +248,46 @@ impl VerackNode {
         }
         status
     }
+
+    /// Kills the process if still running and hands back the data directory without removing
+    /// it.
+    fn release(mut self) -> PathBuf {
+        kill_and_reap(&mut self.child);
+        std::mem::take(&mut self.datadir)
+    }
 }
 
 impl Drop for VerackNode {
     fn drop(&mut self) {
         kill_and_reap(&mut self.child);
-        let _ = std::fs::remove_dir_all(&self.datadir);
+        // Empty after `release`: the directory lives on.
+        if !self.datadir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.datadir);
+        }
     }
 }
 
-/// One start on the given ports. `Err((port_taken, report))` on failure.
+/// Why one start attempt failed; the data directory is handed back, not removed.
+struct LaunchFailure {
+    /// The log suggests a port was taken: worth retrying on new ports.
+    port_taken: bool,
+    report: String,
+    datadir: PathBuf,
+}
+
+/// One start on `datadir` and the given ports; the log is appended to `<datadir>/verack.log`.
 async fn launch(
     bin: &Path,
+    datadir: PathBuf,
     p2p: u16,
     rpc: u16,
     extra_args: &[&str],
-) -> Result<VerackNode, (bool, String)> {
-    let datadir = scratch_dir("node");
-    let log = std::fs::File::create(datadir.join("verack.log")).expect("verack log file");
+) -> Result<VerackNode, LaunchFailure> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(datadir.join("verack.log"))
+        .expect("verack log file");
     let mut cmd = Command::new(bin);
     cmd.arg("--network=regtest")
         .arg(format!("--datadir={}", datadir.display()))
@@ -247,21 +313,22 @@ async fn launch(
     loop {
         if let Ok(Some(status)) = node.child.try_wait() {
             let tail = node.log_tail(VERACK_LOG_TAIL_LINES);
-            let port_taken = tail.contains("in use");
-            return Err((
-                port_taken,
-                format!("exited during startup: {status}\n{tail}"),
-            ));
+            return Err(LaunchFailure {
+                port_taken: tail.contains("in use"),
+                report: format!("exited during startup: {status}\n{tail}"),
+                datadir: node.release(),
+            });
         }
         if node.call("getblockcount", "[]").await.is_ok() {
             return Ok(node);
         }
         if Instant::now() >= deadline {
             let tail = node.log_tail(VERACK_LOG_TAIL_LINES);
-            return Err((
-                false,
-                format!("RPC did not answer within {VERACK_START_TIMEOUT:?}\n{tail}"),
-            ));
+            return Err(LaunchFailure {
+                port_taken: false,
+                report: format!("RPC did not answer within {VERACK_START_TIMEOUT:?}\n{tail}"),
+                datadir: node.release(),
+            });
         }
         sleep(POLL_INTERVAL).await;
     }
