@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # verack without internet, in one command: the bundled Bitcoin Core starts on regtest (loopback
-# only, as ../shared/bitcoin-core/README.md requires), mines a chain, verack syncs its headers
-# over P2P (BIP324 v2), follows new blocks, and answers Core's own bitcoin-cli. Everything stays
-# on 127.0.0.1 and in a temporary directory; both processes are stopped at the end.
+# only, as ../shared/bitcoin-core/README.md requires, and -connect=0 so it dials nobody), mines
+# a chain, verack syncs its headers over P2P (BIP324 v2), follows new blocks, and answers Core's
+# own bitcoin-cli. Everything stays on 127.0.0.1 and in a temporary directory; both processes
+# are stopped at the end.
 #
 #   bash scripts/regtest-demo.sh [BLOCKS]      (default 300)
 #
@@ -47,7 +48,8 @@ echo "== Bitcoin Core $("$core_dir/bin/bitcoind" -version | head -n 1 | sed 's/.
 mkdir -p "$work/core"
 "$core_dir/bin/bitcoind" -regtest -datadir="$work/core" -port="$core_p2p" -bind="127.0.0.1:$core_p2p" \
   -rpcport="$core_rpc" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcuser=demo -rpcpassword=demo \
-  -dnsseed=0 -fixedseeds=0 -discover=0 -listenonion=0 -natpmp=0 -printtoconsole=0 -daemon=0 &
+  -dnsseed=0 -fixedseeds=0 -discover=0 -listenonion=0 -natpmp=0 -printtoconsole=0 -daemon=0 \
+  -connect=0 -listen=1 &
 pids+=($!)
 core_cli -rpcwait -rpcwaittimeout=30 getblockcount >/dev/null
 core_cli generatetodescriptor "$blocks" "raw(51)" >/dev/null

@@ -94,7 +94,8 @@ impl BitcoinCore {
     /// Starts Core with `extra_args` appended, e.g. `-v2transport=0`, `-debug=net`,
     /// `-addnode=127.0.0.1:P`, `-connect=127.0.0.1:P`, `-maxconnections=N`,
     /// `-whitelist=noban@127.0.0.1`. `-listen=1` is always given (Core turns listening off
-    /// under `-connect` otherwise). A start that fails because a port was taken is retried on
+    /// under `-connect` otherwise), and `-connect=0` unless `extra_args` has a `-connect=`, so
+    /// Core never makes automatic outbound connections (to addresses a test gave it). A start that fails because a port was taken is retried on
     /// new ports, up to 3 times. Waits up to [`CORE_START_TIMEOUT`] per start for RPC.
     ///
     /// # Panics
@@ -318,6 +319,14 @@ async fn launch(
             "-daemon=0",
             "-listen=1",
         ])
+        // No automatic outbound connections unless the test names its own `-connect`: Core
+        // would otherwise dial the addresses in its address manager (from `addpeeraddress`
+        // or relayed `addr`), which may be routable. Core's functional tests do the same
+        // (`connect=0` in every node's config). `-addnode` and the `addnode` RPC still work.
+        .args(
+            (!extra_args.iter().any(|a| a.starts_with("-connect=")))
+                .then_some("-connect=0"),
+        )
         .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
