@@ -126,7 +126,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         .connect
         .iter()
         .chain(&settings.addnode)
-        .copied()
+        .cloned()
         .collect();
     config.v1_only_manual = settings.v1_only.clone();
     config.connect_only = !settings.connect.is_empty();

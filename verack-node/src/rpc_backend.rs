@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use verack::chain::{HeaderEntry, TipStatus};
 use verack::peer::{Direction, PeerStats, DEFAULT_PROTOCOL_VERSION, DEFAULT_USER_AGENT};
-use verack::server::{ConnectionKind, ManualTransport};
+use verack::server::{ConnectionKind, ManualTransport, PeerTarget};
 
 use crate::node::Node;
 use bitcoin::p2p::address::AddrV2;
@@ -57,16 +57,18 @@ fn client_version() -> u32 {
 }
 
 impl NodeRpc {
+    /// `node` as Core's `addnode` takes it (host, host:port, IP, IP:port, [v6]:port; the
+    /// network's port by default); `None` if malformed.
+    fn target(&self, node: &str) -> Option<PeerTarget> {
+        PeerTarget::parse(node, self.default_port).ok()
+    }
+
+    /// `node`'s address now: as given, or its host name looked up (the first answer).
     fn resolve(&self, node: &str) -> Option<SocketAddr> {
-        if let Ok(addr) = node.parse::<SocketAddr>() {
-            return Some(addr);
+        match self.target(node)? {
+            PeerTarget::Addr(addr) => Some(addr),
+            PeerTarget::Name { host, port } => (host.as_str(), port).to_socket_addrs().ok()?.next(),
         }
-        let with_port = if node.contains(':') && !node.starts_with('[') {
-            node.to_string()
-        } else {
-            format!("{node}:{}", self.default_port)
-        };
-        with_port.to_socket_addrs().ok()?.next()
     }
 
     fn header_info(&self, entry: &HeaderEntry) -> RpcHeaderInfo {
@@ -214,15 +216,16 @@ impl RpcBackend for NodeRpc {
     }
 
     fn add_node(&self, node: &str, v2transport: bool) -> bool {
-        match (self.resolve(node), self.node.server()) {
-            (Some(addr), Some(server)) => server.add_persistent_with(addr, manual(v2transport)),
+        // A host name stays one: looked up again at each connection.
+        match (self.target(node), self.node.server()) {
+            (Some(target), Some(server)) => server.add_persistent_with(target, manual(v2transport)),
             _ => false,
         }
     }
 
     fn remove_added_node(&self, node: &str) -> bool {
-        match (self.resolve(node), self.node.server()) {
-            (Some(addr), Some(server)) => server.remove_persistent(addr),
+        match (self.target(node), self.node.server()) {
+            (Some(target), Some(server)) => server.remove_persistent(target),
             _ => false,
         }
     }

@@ -9,6 +9,8 @@ use bitcoin::Network;
 use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
+use toml::Spanned;
+use verack::server::PeerTarget;
 
 /// The config file's name inside the data directory.
 pub const CONFIG_FILE: &str = "verack.toml";
@@ -25,16 +27,20 @@ pub struct Args {
     #[arg(long)]
     pub datadir: Option<PathBuf>,
     /// Connect only to this peer (repeatable); reconnects forever; disables DNS seeds.
+    /// HOST[:PORT], IP[:PORT] or [IPv6][:PORT]; the network's port by default; host names are
+    /// looked up at each connection.
     #[arg(long, value_name = "ADDR")]
-    pub connect: Vec<SocketAddr>,
-    /// Keep a persistent connection to this peer too (repeatable).
+    pub connect: Vec<String>,
+    /// Keep a persistent connection to this peer too (repeatable; same forms as --connect).
     #[arg(long, value_name = "ADDR")]
-    pub addnode: Vec<SocketAddr>,
+    pub addnode: Vec<String>,
     /// Dial this --connect/--addnode peer over v1 only, not BIP324 v2 first (repeatable; for
-    /// v1-only nodes that ban a v2 key, such as bcoin). As `addnode ADDR add false`.
+    /// v1-only nodes that ban a v2 key, such as bcoin). As `addnode ADDR add false`. Written
+    /// as the peer was given (a host name covers the addresses it resolves to).
     #[arg(long, value_name = "ADDR")]
-    pub v1_only: Vec<SocketAddr>,
-    /// Listen address, or 0 to not listen. Default 0.0.0.0 on the network's port.
+    pub v1_only: Vec<String>,
+    /// Listen address: IP[:PORT] or [IPv6][:PORT] (the network's port by default); 0 or false
+    /// to not listen. Default 0.0.0.0 on the network's port.
     #[arg(long, value_name = "ADDR|0")]
     pub listen: Option<String>,
     /// Maximum inbound peers. Default 114.
@@ -78,11 +84,11 @@ pub struct Args {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
-    network: Option<String>,
-    connect: Option<Vec<SocketAddr>>,
-    addnode: Option<Vec<SocketAddr>>,
-    v1_only: Option<Vec<SocketAddr>>,
-    listen: Option<String>,
+    network: Option<Spanned<String>>,
+    connect: Option<Vec<Spanned<String>>>,
+    addnode: Option<Vec<Spanned<String>>>,
+    v1_only: Option<Vec<Spanned<String>>>,
+    listen: Option<Spanned<ListenValue>>,
     max_inbound: Option<usize>,
     whitelist: Option<Vec<IpNet>>,
     ban_duration: Option<u64>,
@@ -92,8 +98,44 @@ pub struct FileConfig {
     rpc_user: Option<String>,
     rpc_password: Option<String>,
     metrics_bind: Option<SocketAddr>,
-    min_chain_work: Option<String>,
+    min_chain_work: Option<Spanned<String>>,
     v2transport: Option<bool>,
+    /// Where it was read from and its text, to place errors in values found later.
+    #[serde(skip)]
+    source: Option<(PathBuf, String)>,
+}
+
+/// The config file's `listen`: an address string, `0`/`1` or `false`/`true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListenValue {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for ListenValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ListenValue, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ListenValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address string such as \"127.0.0.1:8333\", 0/false or 1/true")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenValue, E> {
+                Ok(ListenValue::Text(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ListenValue, E> {
+                Ok(ListenValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ListenValue, E> {
+                Ok(ListenValue::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ListenValue, E> {
+                Ok(ListenValue::Bool(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Everything the node runs with.
@@ -105,12 +147,13 @@ pub struct Settings {
     pub datadir: PathBuf,
     /// Where this network's files go: `datadir` on mainnet, `datadir/<network>` otherwise.
     pub network_dir: PathBuf,
-    /// `--connect` peers (connect-only when non-empty).
-    pub connect: Vec<SocketAddr>,
-    /// `--addnode` peers.
-    pub addnode: Vec<SocketAddr>,
+    /// `--connect` peers (connect-only when non-empty): addresses, or host names looked up at
+    /// each connection.
+    pub connect: Vec<PeerTarget>,
+    /// `--addnode` peers, as `connect`.
+    pub addnode: Vec<PeerTarget>,
     /// `--v1-only` peers: manual peers dialled over v1 only.
-    pub v1_only: Vec<SocketAddr>,
+    pub v1_only: Vec<PeerTarget>,
     /// Listen address, `None` when not listening.
     pub listen: Option<SocketAddr>,
     /// Max inbound peers.
@@ -152,6 +195,40 @@ pub enum SettingsError {
         /// The parser's message, made single-line.
         message: String,
     },
+    /// A flag's value is invalid.
+    #[error("invalid {flag} '{value}': {reason}")]
+    Flag {
+        /// The flag, e.g. `--connect`.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A config file value is invalid (read as TOML, but not a valid setting).
+    #[error("config file {path}: line {line}, column {column}: invalid {key} {value}: {reason}")]
+    FileValue {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+        /// 1-based column of the value.
+        column: usize,
+        /// The key, e.g. `connect`.
+        key: &'static str,
+        /// The value as written in the file (strings with their quotes).
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data directory (or the network's folder in it) is a file, or lies under one.
+    #[error("data directory {datadir} is not a directory: {file} is a file")]
+    NotADirectory {
+        /// The directory the node was to use.
+        datadir: PathBuf,
+        /// The file in its place: the directory itself or one of its parents.
+        file: PathBuf,
+    },
     /// A value is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -185,15 +262,10 @@ pub fn network_folder(network: Network) -> Option<&'static str> {
     }
 }
 
-/// The default P2P port of a network (Core's `nDefaultPort`).
+/// The default P2P port of a network (Core's `nDefaultPort`; see
+/// [`verack::server::default_p2p_port`]).
 pub fn default_p2p_port(network: Network) -> u16 {
-    match network {
-        Network::Bitcoin => 8333,
-        Network::Testnet => 18333,
-        Network::Testnet4 => 48333,
-        Network::Signet => 38333,
-        _ => 18444,
-    }
+    verack::server::default_p2p_port(network)
 }
 
 fn default_datadir() -> Option<PathBuf> {
@@ -207,21 +279,21 @@ fn default_datadir() -> Option<PathBuf> {
 /// Reads `<datadir>/verack.toml` if present.
 ///
 /// # Errors
+/// [`SettingsError::NotADirectory`] when `datadir` is a file or lies under one;
 /// [`SettingsError::Read`] or [`SettingsError::Parse`] (with line and column).
 pub fn read_file(datadir: &Path) -> Result<FileConfig, SettingsError> {
+    check_directory(datadir)?;
     let path = datadir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
         Err(source) => return Err(SettingsError::Read { path, source }),
     };
-    toml::from_str(&text).map_err(|e| {
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
         let position = e
             .span()
             .map(|span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                let (line, column) = line_column(&text, span.start);
                 format!("line {line}, column {column}: ")
             })
             .unwrap_or_default();
@@ -229,7 +301,107 @@ pub fn read_file(datadir: &Path) -> Result<FileConfig, SettingsError> {
             path: path.clone(),
             message: format!("{position}{}", e.message()),
         }
-    })
+    })?;
+    file.source = Some((path, text));
+    Ok(file)
+}
+
+/// 1-based line and column (in bytes) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Fails with [`SettingsError::NotADirectory`] if `dir`, or the nearest of its parents that
+/// exists, is not a directory (it could then never be created). Other problems (permissions)
+/// are left to the reads and writes that meet them, which name the file.
+fn check_directory(dir: &Path) -> Result<(), SettingsError> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                return Err(SettingsError::NotADirectory {
+                    datadir: dir.to_path_buf(),
+                    file: ancestor.to_path_buf(),
+                })
+            }
+            // A missing part, or one under a file (ENOTDIR): look further up.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+impl FileConfig {
+    /// A [`SettingsError::FileValue`] for the value of `key` at `span` in the file.
+    fn invalid(
+        &self,
+        key: &'static str,
+        span: std::ops::Range<usize>,
+        reason: impl std::fmt::Display,
+    ) -> SettingsError {
+        let (path, text) = self.source.clone().unwrap_or_default();
+        let (line, column) = line_column(&text, span.start);
+        SettingsError::FileValue {
+            path,
+            line,
+            column,
+            key,
+            value: text.get(span).unwrap_or_default().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The file's peers under `key`, parsed with `default_port`.
+    fn peers(
+        &self,
+        key: &'static str,
+        values: Option<&Vec<Spanned<String>>>,
+        default_port: u16,
+    ) -> Result<Vec<PeerTarget>, SettingsError> {
+        values
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                PeerTarget::parse(v.get_ref(), default_port)
+                    .map_err(|e| self.invalid(key, v.span(), e))
+            })
+            .collect()
+    }
+}
+
+/// Manual peers from `flag`'s values if any were given, else from the config file's `key`.
+fn peers(
+    flag: &'static str,
+    given: &[String],
+    file: &FileConfig,
+    key: &'static str,
+    values: Option<&Vec<Spanned<String>>>,
+    default_port: u16,
+) -> Result<Vec<PeerTarget>, SettingsError> {
+    if given.is_empty() {
+        return file.peers(key, values, default_port);
+    }
+    given
+        .iter()
+        .map(|text| {
+            PeerTarget::parse(text, default_port).map_err(|e| SettingsError::Flag {
+                flag,
+                value: text.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Merges flags over the file over defaults.
@@ -242,38 +414,68 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         None => default_datadir().ok_or(SettingsError::NoDatadir)?,
     };
     let file = read_file(&datadir)?;
-    let network = match (args.network, file.network.as_deref()) {
+    let network = match (args.network, &file.network) {
         (Some(n), _) => n,
-        (None, Some(name)) => parse_network(name).map_err(SettingsError::Invalid)?,
+        (None, Some(name)) => parse_network(name.get_ref()).map_err(|_| {
+            file.invalid(
+                "network",
+                name.span(),
+                "expected mainnet, testnet4, testnet3, signet or regtest",
+            )
+        })?,
         (None, None) => Network::Bitcoin,
     };
     let network_dir = match network_folder(network) {
         Some(folder) => datadir.join(folder),
         None => datadir.clone(),
     };
-    let listen_text = args.listen.or(file.listen);
-    let listen = match listen_text.as_deref() {
-        Some("0") | Some("false") | Some("none") => None,
-        Some(text) => Some(parse_listen(text, network)?),
-        None => Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            default_p2p_port(network),
-        )),
+    check_directory(&network_dir)?;
+    let listen = match (&args.listen, &file.listen) {
+        (Some(text), _) => parse_listen(text, network).map_err(|reason| SettingsError::Flag {
+            flag: "--listen",
+            value: text.clone(),
+            reason,
+        })?,
+        (None, Some(value)) => file_listen(value.get_ref(), network)
+            .map_err(|reason| file.invalid("listen", value.span(), reason))?,
+        (None, None) => Some(default_listen(network)),
     };
-    let connect = if args.connect.is_empty() {
-        file.connect.unwrap_or_default()
-    } else {
-        args.connect
-    };
-    let addnode = if args.addnode.is_empty() {
-        file.addnode.unwrap_or_default()
-    } else {
-        args.addnode
-    };
-    let v1_only = if args.v1_only.is_empty() {
-        file.v1_only.unwrap_or_default()
-    } else {
-        args.v1_only
+    let port = default_p2p_port(network);
+    let connect = peers(
+        "--connect",
+        &args.connect,
+        &file,
+        "connect",
+        file.connect.as_ref(),
+        port,
+    )?;
+    let addnode = peers(
+        "--addnode",
+        &args.addnode,
+        &file,
+        "addnode",
+        file.addnode.as_ref(),
+        port,
+    )?;
+    let v1_only = peers(
+        "--v1-only",
+        &args.v1_only,
+        &file,
+        "v1-only",
+        file.v1_only.as_ref(),
+        port,
+    )?;
+    let work = |hex: &str| bitcoin::Work::from_unprefixed_hex(hex.trim_start_matches("0x"));
+    let min_chain_work = match (&args.min_chain_work, &file.min_chain_work) {
+        (Some(hex), _) => Some(work(hex).map_err(|e| SettingsError::Flag {
+            flag: "--min-chain-work",
+            value: hex.clone(),
+            reason: e.to_string(),
+        })?),
+        (None, Some(hex)) => {
+            Some(work(hex.get_ref()).map_err(|e| file.invalid("min-chain-work", hex.span(), e))?)
+        }
+        (None, None) => None,
     };
     let whitelist = if args.whitelist.is_empty() {
         file.whitelist.unwrap_or_default()
@@ -300,14 +502,6 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
             ))
         }
     };
-    let min_chain_work = match args.min_chain_work.or(file.min_chain_work) {
-        Some(hex) => Some(
-            bitcoin::Work::from_unprefixed_hex(hex.trim_start_matches("0x")).map_err(|e| {
-                SettingsError::Invalid(format!("invalid --min-chain-work '{hex}': {e}"))
-            })?,
-        ),
-        None => None,
-    };
     Ok(Settings {
         v2transport: args.v2transport.or(file.v2transport).unwrap_or(true),
         min_chain_work,
@@ -333,18 +527,43 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
     })
 }
 
-/// `IP:PORT`, or a bare IP on the network's default port.
-fn parse_listen(text: &str, network: Network) -> Result<SocketAddr, SettingsError> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+/// Listening on every IPv4 interface on the network's port (Core's default bind).
+fn default_listen(network: Network) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), default_p2p_port(network))
+}
+
+/// `--listen`, or a string `listen` in the config file: `0`/`false`/`none` (off), `1`/`true`
+/// (the default), `IP:PORT` (port 0: any free port), `[IPv6]:PORT`, or an IP on the
+/// network's port. Host names are refused: listening needs a local address. `Err` says why.
+fn parse_listen(text: &str, network: Network) -> Result<Option<SocketAddr>, String> {
+    match text {
+        "0" | "false" | "none" => return Ok(None),
+        "1" | "true" => return Ok(Some(default_listen(network))),
+        _ => {}
     }
-    text.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, default_p2p_port(network)))
-        .map_err(|_| {
-            SettingsError::Invalid(format!(
-                "invalid --listen '{text}': expected IP:PORT, IP or 0"
-            ))
-        })
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    match PeerTarget::parse(text, default_p2p_port(network)) {
+        Ok(PeerTarget::Addr(addr)) => Ok(Some(addr)),
+        Ok(PeerTarget::Name { .. }) => Err("listening needs an IP address, not a host name".into()),
+        Err(e) => Err(format!(
+            "{e} (expected IP, IP:PORT, [IPv6]:PORT, 0 or false)"
+        )),
+    }
+}
+
+/// The config file's `listen`: a string as [`parse_listen`], `0`/`false` (off) or
+/// `1`/`true` (the default).
+fn file_listen(value: &ListenValue, network: Network) -> Result<Option<SocketAddr>, String> {
+    match value {
+        ListenValue::Text(text) => parse_listen(text, network),
+        ListenValue::Int(0) | ListenValue::Bool(false) => Ok(None),
+        ListenValue::Int(1) | ListenValue::Bool(true) => Ok(Some(default_listen(network))),
+        ListenValue::Int(_) => {
+            Err("expected 0 or 1, false or true, or an address in quotes".into())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +572,283 @@ mod tests {
 
     fn args(list: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("verack").chain(list.iter().copied())).unwrap()
+    }
+
+    fn target(addr: &str) -> PeerTarget {
+        PeerTarget::Addr(addr.parse().unwrap())
+    }
+
+    fn name(host: &str, port: u16) -> PeerTarget {
+        PeerTarget::Name {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Settings from `config` (the file's text, if any) and `flags`.
+    fn with(
+        config: Option<&str>,
+        flags: &[&str],
+    ) -> (tempfile::TempDir, Result<Settings, SettingsError>) {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = config {
+            std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        }
+        let mut list = vec!["--datadir", dir.path().to_str().unwrap()];
+        list.extend_from_slice(flags);
+        let settings = resolve(args(&list));
+        (dir, settings)
+    }
+
+    #[test]
+    fn peers_as_core_takes_them_with_the_networks_port() {
+        let flags = [
+            "--connect",
+            "127.0.0.1",
+            "--connect",
+            "localhost:18444",
+            "--connect",
+            "[::1]:1",
+            "--connect",
+            "::1",
+            "--addnode",
+            "node.example",
+            "--v1-only",
+            "LOCALHOST:18444",
+        ];
+        let (_d, s) = with(None, &[&["--network", "regtest"], &flags[..]].concat());
+        let s = s.unwrap();
+        assert_eq!(
+            s.connect,
+            vec![
+                target("127.0.0.1:18444"),
+                name("localhost", 18444),
+                target("[::1]:1"),
+                target("[::1]:18444"),
+            ]
+        );
+        assert_eq!(s.addnode, vec![name("node.example", 18444)]);
+        assert_eq!(s.v1_only, vec![name("localhost", 18444)]);
+        for (network, port) in [
+            ("mainnet", 8333),
+            ("testnet4", 48333),
+            ("signet", 38333),
+            ("testnet3", 18333),
+        ] {
+            let (_d, s) = with(
+                None,
+                &[
+                    "--network",
+                    network,
+                    "--connect",
+                    "localhost",
+                    "--addnode",
+                    "10.0.0.1",
+                ],
+            );
+            let s = s.unwrap();
+            assert_eq!(s.connect, vec![name("localhost", port)], "{network}");
+            assert_eq!(
+                s.addnode,
+                vec![PeerTarget::Addr(SocketAddr::new(
+                    [10, 0, 0, 1].into(),
+                    port
+                ))]
+            );
+        }
+        // The file's network decides the port of the file's peers.
+        let (_d, s) = with(
+            Some("network = \"signet\"\nconnect = [\"127.0.0.1\", \"localhost:1\"]\naddnode = [\"[::1]\"]\n"),
+            &[],
+        );
+        let s = s.unwrap();
+        assert_eq!(
+            s.connect,
+            vec![target("127.0.0.1:38333"), name("localhost", 1)]
+        );
+        assert_eq!(s.addnode, vec![target("[::1]:38333")]);
+    }
+
+    #[test]
+    fn a_bad_peer_flag_names_the_flag_and_the_value() {
+        for (flag, value, reason) in [
+            (
+                "--connect",
+                "localhost:99999",
+                "port '99999' is not a number from 1 to 65535",
+            ),
+            ("--connect", "127.0.0.1:0", "port '0'"),
+            ("--addnode", "1.2.3.4:5:6", "[v6]:port"),
+            ("--v1-only", "256.0.0.1", "not a valid IPv4 address"),
+            ("--connect", "", "no host or IP address"),
+            ("--addnode", "no such host", "not a valid host name"),
+        ] {
+            let (_d, s) = with(None, &[flag, value]);
+            let e = s.unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid {flag} '{value}': ")), "{e}");
+            assert!(e.contains(reason), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_peer_in_the_file_names_the_file_line_and_value() {
+        let (d, s) = with(
+            Some("network = \"regtest\"\nconnect = [\"127.0.0.1\",\n  \"localhost:http\"]\n"),
+            &[],
+        );
+        let e = s.unwrap_err().to_string();
+        let path = d.path().join(CONFIG_FILE);
+        assert_eq!(
+            e,
+            format!(
+                "config file {}: line 3, column 3: invalid connect \"localhost:http\": port 'http' is not a number from 1 to 65535",
+                path.display()
+            )
+        );
+        let (_d, s) = with(Some("v1-only = [\"[::1\"]\n"), &[]);
+        let e = s.unwrap_err().to_string();
+        assert!(
+            e.contains("line 1, column 12: invalid v1-only \"[::1\": "),
+            "{e}"
+        );
+        // A flag replaces the file's list, bad entries included.
+        let (_d, s) = with(
+            Some("connect = [\"bad host\"]\n"),
+            &["--connect", "localhost"],
+        );
+        assert_eq!(s.unwrap().connect, vec![name("localhost", 8333)]);
+    }
+
+    #[test]
+    fn listen_in_the_file_as_number_bool_or_string() {
+        let default = Some("0.0.0.0:18444".parse().unwrap());
+        for (value, want) in [
+            ("0", None),
+            ("false", None),
+            ("\"0\"", None),
+            ("\"false\"", None),
+            ("1", default),
+            ("true", default),
+            ("\"127.0.0.1\"", Some("127.0.0.1:18444".parse().unwrap())),
+            ("\"127.0.0.1:0\"", Some("127.0.0.1:0".parse().unwrap())),
+            ("\"[::1]\"", Some("[::1]:18444".parse().unwrap())),
+            ("\"[::1]:9\"", Some("[::1]:9".parse().unwrap())),
+            ("\"::\"", Some("[::]:18444".parse().unwrap())),
+        ] {
+            let (_d, s) = with(
+                Some(&format!("network = \"regtest\"\nlisten = {value}\n")),
+                &[],
+            );
+            assert_eq!(s.unwrap().listen, want, "listen = {value}");
+        }
+        for value in ["5", "\"localhost\"", "\"nope:1:2\"", "2.5", "[]"] {
+            let (d, s) = with(Some(&format!("listen = {value}\n")), &[]);
+            let e = s.unwrap_err().to_string();
+            let path = d.path().join(CONFIG_FILE);
+            assert!(
+                e.starts_with(&format!(
+                    "config file {}: line 1, column 10: ",
+                    path.display()
+                )),
+                "listen = {value}: {e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let (_d, s) = with(Some("listen = 5\n"), &[]);
+        assert!(s
+            .unwrap_err()
+            .to_string()
+            .contains("invalid listen 5: expected 0 or 1"));
+        let (_d, s) = with(Some("listen = \"localhost\"\n"), &[]);
+        assert!(s.unwrap_err().to_string().contains("not a host name"));
+        // The flag wins over the file.
+        let (_d, s) = with(Some("listen = 0\n"), &["--listen", "127.0.0.1:1"]);
+        assert_eq!(s.unwrap().listen, Some("127.0.0.1:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn listen_flag_forms() {
+        for (value, want) in [
+            ("0", None),
+            ("false", None),
+            ("none", None),
+            ("true", Some("0.0.0.0:8333".parse().unwrap())),
+            ("[::1]", Some("[::1]:8333".parse().unwrap())),
+            ("127.0.0.2:18445", Some("127.0.0.2:18445".parse().unwrap())),
+        ] {
+            let (_d, s) = with(None, &["--listen", value]);
+            assert_eq!(s.unwrap().listen, want, "--listen {value}");
+        }
+        let (_d, s) = with(None, &["--listen", "localhost:1"]);
+        let e = s.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid --listen 'localhost:1': listening needs an IP address, not a host name"
+        );
+    }
+
+    #[test]
+    fn other_bad_file_values_name_the_file() {
+        let (d, s) = with(Some("network = \"moon\"\n"), &[]);
+        let e = s.unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: line 1, column 11: invalid network \"moon\": expected mainnet",
+                d.path().join(CONFIG_FILE).display()
+            )),
+            "{e}"
+        );
+        let (_d, s) = with(Some("min-chain-work = \"zz\"\n"), &[]);
+        let e = s.unwrap_err().to_string();
+        assert!(
+            e.contains("line 1, column 18: invalid min-chain-work \"zz\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_datadir_that_is_a_file_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let e = resolve(args(&["--datadir", file.to_str().unwrap()])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "data directory {0} is not a directory: {0} is a file",
+                file.display()
+            )
+        );
+        assert!(!e.to_string().contains("config file"), "{e}");
+        // Below a file: the file is named.
+        let below = file.join("sub");
+        let e = resolve(args(&["--datadir", below.to_str().unwrap()])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "data directory {} is not a directory: {} is a file",
+                below.display(),
+                file.display()
+            )
+        );
+        // The network's folder is a file.
+        std::fs::write(dir.path().join("regtest"), "x").unwrap();
+        let e = resolve(args(&[
+            "--datadir",
+            dir.path().to_str().unwrap(),
+            "--network",
+            "regtest",
+        ]))
+        .unwrap_err();
+        assert!(matches!(e, SettingsError::NotADirectory { .. }), "{e}");
+        assert!(
+            e.to_string().ends_with(&format!(
+                "{} is a file",
+                dir.path().join("regtest").display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]
@@ -379,9 +875,9 @@ mod tests {
         )
         .unwrap();
         let s = resolve(args(&["--datadir", d])).unwrap();
-        assert_eq!(s.v1_only, vec!["127.0.0.1:28444".parse().unwrap()]);
+        assert_eq!(s.v1_only, vec![target("127.0.0.1:28444")]);
         let s = resolve(args(&["--datadir", d, "--v1-only", "127.0.0.1:1"])).unwrap();
-        assert_eq!(s.v1_only, vec!["127.0.0.1:1".parse().unwrap()], "flags win");
+        assert_eq!(s.v1_only, vec![target("127.0.0.1:1")], "flags win");
     }
 
     #[test]
@@ -397,7 +893,7 @@ mod tests {
         assert_eq!(s.network, Network::Regtest);
         assert_eq!(s.network_dir, dir.path().join("regtest"));
         assert_eq!(s.max_inbound, 7);
-        assert_eq!(s.connect, vec!["127.0.0.1:18444".parse().unwrap()]);
+        assert_eq!(s.connect, vec![target("127.0.0.1:18444")]);
         assert_eq!(s.listen, None);
         assert_eq!(s.rpc.port(), 18453);
         let s = resolve(args(&[
