@@ -1,24 +1,40 @@
-//! Prometheus metrics: a registry of `verack_*` metric families and a tiny HTTP
-//! endpoint (`GET /metrics`) that serves them in the OpenMetrics text format.
+//! Prometheus metrics: a registry of `verack_*` and `process_*` metric families and a tiny
+//! HTTP endpoint (`GET /metrics`) that serves them in the OpenMetrics text format.
 //!
 //! The module depends on nothing else in the repository. The node hands it a
 //! [`MetricsSource`], which is asked for a snapshot on every scrape (peers,
-//! header height, headers accepted, bans), and reports events as they happen
-//! ([`Metrics::handshake_failed`], [`Metrics::observe_ping`],
+//! header height, best known height, synced or not, headers accepted, bans), and reports
+//! events as they happen ([`Metrics::handshake_failed`], [`Metrics::observe_ping`],
 //! [`Metrics::departed_peer`]).
 //!
-//! Exposed families (all prefixed `verack_`):
+//! Exposed families:
 //!
 //! | name | type | labels |
 //! | --- | --- | --- |
+//! | `verack_build_info` | info (always 1) | `version` (the crate version, e.g. `0.1.0`) |
 //! | `verack_peers` | gauge | `direction` = `inbound`\|`outbound`, `transport` = `v1`\|`v2` |
 //! | `verack_bytes_total` | counter (bytes) | `command` (P2P command), `direction` = `sent`\|`received` |
 //! | `verack_messages_total` | counter | `direction` = `sent`\|`received` |
 //! | `verack_handshake_failures_total` | counter | `kind` (see [`Metrics::handshake_failed`]) |
 //! | `verack_bans` | gauge | — |
 //! | `verack_header_height` | gauge | — |
+//! | `verack_best_known_height` | gauge | — |
+//! | `verack_synced` | gauge (0 or 1) | — |
 //! | `verack_headers_accepted_total` | counter | — |
 //! | `verack_ping_rtt_seconds` | histogram (seconds) | `le` buckets from 1 ms to 10 s |
+//! | `process_cpu_seconds_total` | counter (seconds) | — |
+//! | `process_resident_memory_bytes` | gauge (bytes) | — |
+//! | `process_virtual_memory_bytes` | gauge (bytes) | — |
+//! | `process_open_fds` | gauge | — |
+//! | `process_max_fds` | gauge | — |
+//! | `process_threads` | gauge | — |
+//! | `process_start_time_seconds` | gauge (Unix seconds) | — |
+//!
+//! The `process_*` families are Prometheus' standard process metrics (the names its client
+//! libraries use), read from `/proc/self` at scrape time: Linux only. On other platforms only
+//! `process_start_time_seconds` is exported, taken when [`Metrics::new`] ran; a value `/proc`
+//! cannot give (e.g. a field missing in a container's restricted `/proc`) leaves its family
+//! out rather than reporting 0.
 //!
 //! Byte and message counters are summed over connected peers at scrape time,
 //! plus a retained base holding the final totals of peers that have
@@ -31,7 +47,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -47,6 +63,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,6 +157,13 @@ pub trait MetricsSource: Send + Sync + 'static {
     fn headers_accepted_total(&self) -> u64;
     /// Number of entries currently in the ban list (`verack_bans`).
     fn bans(&self) -> u64;
+    /// The best height known to exist (`verack_best_known_height`): the highest of our own
+    /// header height, the heights peers announced in `version` and the headers they sent.
+    /// Peers' claims are not verified, so it is a hint for progress, not a fact.
+    fn best_known_height(&self) -> u64;
+    /// Whether the node considers itself synced (`verack_synced`, 1 or 0): its best header
+    /// chain has the minimum chain work and a recent tip.
+    fn synced(&self) -> bool;
 }
 
 /// The node's metrics: a registry with event-driven metrics plus a scrape-time
@@ -160,10 +184,21 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates the registry (prefix `verack`), registers every family and the
-    /// scrape-time collector that reads `source`.
+    /// Creates the registry, registers every family (`verack_*` under the `verack` prefix,
+    /// `process_*` without one) and the scrape-time collectors that read `source` and the
+    /// process.
     pub fn new(source: Arc<dyn MetricsSource>) -> Metrics {
-        let mut registry = Registry::with_prefix("verack");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector {
+            created: SystemTime::now(),
+        }));
+        let registry = root.sub_registry_with_prefix("verack");
+
+        registry.register(
+            "build",
+            "verack build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
 
         let handshake_failures = Family::<[(&'static str, String); 1], Counter>::default();
         for kind in KNOWN_HANDSHAKE_FAILURE_KINDS {
@@ -191,7 +226,7 @@ impl Metrics {
         }));
 
         Metrics {
-            registry,
+            registry: root,
             handshake_failures,
             ping_rtt,
             totals,
@@ -488,6 +523,8 @@ impl Collector for SourceCollector {
         let header_height = self.source.header_height();
         let headers_accepted = self.source.headers_accepted_total();
         let bans = self.source.bans();
+        let best_known_height = self.source.best_known_height().max(header_height);
+        let synced = self.source.synced();
 
         let mut peer_counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
         for direction in ["inbound", "outbound"] {
@@ -559,6 +596,22 @@ impl Collector for SourceCollector {
         ConstGauge::new(header_height).encode(metric)?;
 
         let metric = encoder.encode_descriptor(
+            "best_known_height",
+            "Best height known to exist: ours, or the highest a peer announced or sent.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(best_known_height).encode(metric)?;
+
+        let metric = encoder.encode_descriptor(
+            "synced",
+            "1 when the header chain is synced (minimum chain work, recent tip), else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(u64::from(synced)).encode(metric)?;
+
+        let metric = encoder.encode_descriptor(
             "bans",
             "Entries in the ban list.",
             None,
@@ -567,6 +620,217 @@ impl Collector for SourceCollector {
         ConstGauge::new(bans).encode(metric)?;
         Ok(())
     }
+}
+
+/// Prometheus' standard `process_*` families, read at scrape time (see the module docs).
+#[derive(Debug)]
+struct ProcessCollector {
+    /// When the metrics were created: `process_start_time_seconds` where `/proc` is missing.
+    created: SystemTime,
+}
+
+/// One reading of the process; `None` where the platform or `/proc` did not tell.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ProcessSample {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    virtual_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+    threads: Option<u64>,
+    start_time_seconds: Option<f64>,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut sample = ProcessSample::read();
+        if sample.start_time_seconds.is_none() {
+            sample.start_time_seconds = self
+                .created
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs_f64());
+        }
+        if let Some(seconds) = sample.cpu_seconds {
+            let metric = encoder.encode_descriptor(
+                "process_cpu",
+                "Total user and system CPU time spent in seconds.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(seconds).encode(metric)?;
+        }
+        let gauges: [(&str, &str, Option<Unit>, Option<u64>); 5] = [
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(Unit::Bytes),
+                sample.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(Unit::Bytes),
+                sample.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                None,
+                sample.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors (the soft limit).",
+                None,
+                sample.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                None,
+                sample.threads,
+            ),
+        ];
+        for (name, help, unit, value) in &gauges {
+            if let Some(value) = value {
+                let metric =
+                    encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+                ConstGauge::new(*value).encode(metric)?;
+            }
+        }
+        if let Some(start) = sample.start_time_seconds {
+            let metric = encoder.encode_descriptor(
+                "process_start_time",
+                "Start time of the process since the Unix epoch in seconds.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(start).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl ProcessSample {
+    /// Reads `/proc/self` (proc(5)): `stat` for CPU time, memory, threads and start ticks,
+    /// `/proc/stat`'s `btime` for the boot time, `fd/` for open descriptors, `limits` for
+    /// their soft limit, and `auxv` for the clock tick and page size.
+    #[cfg(target_os = "linux")]
+    fn read() -> ProcessSample {
+        use std::fs;
+        let (page_size, clock_ticks) = fs::read("/proc/self/auxv")
+            .map(|bytes| parse_auxv(&bytes))
+            .unwrap_or_default();
+        // The kernel's USER_HZ and page size when the auxiliary vector does not say (it
+        // always does on Linux).
+        let ticks = clock_ticks.filter(|t| *t > 0).unwrap_or(100) as f64;
+        let page_size = page_size.unwrap_or(4096);
+        let stat = fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|text| parse_stat(&text));
+        let boot_time = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|text| parse_boot_time(&text));
+        ProcessSample {
+            cpu_seconds: stat.as_ref().map(|s| (s.utime + s.stime) as f64 / ticks),
+            resident_bytes: stat.as_ref().map(|s| s.rss_pages * page_size),
+            virtual_bytes: stat.as_ref().map(|s| s.vsize),
+            open_fds: fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|dir| dir.count() as u64),
+            max_fds: fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|text| parse_max_open_files(&text)),
+            threads: stat.as_ref().map(|s| s.threads),
+            start_time_seconds: stat
+                .as_ref()
+                .zip(boot_time)
+                .map(|(s, boot)| boot as f64 + s.start_ticks as f64 / ticks),
+        }
+    }
+
+    /// Nothing to read outside Linux.
+    #[cfg(not(target_os = "linux"))]
+    fn read() -> ProcessSample {
+        ProcessSample::default()
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` used here (proc(5) numbers them from 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct Stat {
+    /// Field 14: user-mode time, clock ticks.
+    utime: u64,
+    /// Field 15: kernel-mode time, clock ticks.
+    stime: u64,
+    /// Field 20: number of threads.
+    threads: u64,
+    /// Field 22: start time after boot, clock ticks.
+    start_ticks: u64,
+    /// Field 23: virtual memory size, bytes.
+    vsize: u64,
+    /// Field 24: resident set size, pages.
+    rss_pages: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. Field 2 (`comm`, in parentheses) may hold spaces and
+/// parentheses itself, so fields are counted from the last `)`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state).
+    let field = |n: usize| -> Option<u64> { fields.get(n.checked_sub(3)?)?.parse().ok() };
+    Some(Stat {
+        utime: field(14)?,
+        stime: field(15)?,
+        threads: field(20)?,
+        start_ticks: field(22)?,
+        vsize: field(23)?,
+        rss_pages: field(24)?,
+    })
+}
+
+/// `btime` (boot time, Unix seconds) from `/proc/stat`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_boot_time(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// The soft limit of "Max open files" from `/proc/<pid>/limits`; `None` if unlimited.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_max_open_files(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+/// `AT_PAGESZ` and `AT_CLKTCK` from an auxiliary vector (`/proc/self/auxv`: pairs of
+/// native-endian words, type then value, getauxval(3)).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_auxv(bytes: &[u8]) -> (Option<u64>, Option<u64>) {
+    const AT_PAGESZ: u64 = 6;
+    const AT_CLKTCK: u64 = 17;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |b: &[u8]| -> u64 {
+        let mut w = [0u8; WORD];
+        w.copy_from_slice(b);
+        usize::from_ne_bytes(w) as u64
+    };
+    let (mut page_size, mut clock_ticks) = (None, None);
+    for pair in bytes.chunks_exact(2 * WORD) {
+        match word(&pair[..WORD]) {
+            AT_PAGESZ => page_size = Some(word(&pair[WORD..])),
+            AT_CLKTCK => clock_ticks = Some(word(&pair[WORD..])),
+            _ => {}
+        }
+    }
+    (page_size, clock_ticks)
 }
 
 #[cfg(test)]
@@ -580,6 +844,8 @@ mod tests {
         header_height: Mutex<u64>,
         headers_accepted: Mutex<u64>,
         bans: Mutex<u64>,
+        best_known_height: Mutex<u64>,
+        synced: Mutex<bool>,
     }
 
     impl MetricsSource for FakeSource {
@@ -594,6 +860,12 @@ mod tests {
         }
         fn bans(&self) -> u64 {
             *lock(&self.bans)
+        }
+        fn best_known_height(&self) -> u64 {
+            *lock(&self.best_known_height)
+        }
+        fn synced(&self) -> bool {
+            *lock(&self.synced)
         }
     }
 
@@ -646,6 +918,8 @@ mod tests {
         *lock(&source.header_height) = 850_000;
         *lock(&source.headers_accepted) = 12_345;
         *lock(&source.bans) = 3;
+        *lock(&source.best_known_height) = 850_010;
+        *lock(&source.synced) = true;
         metrics.handshake_failed("timeout");
         metrics.handshake_failed("timeout");
         metrics.handshake_failed("Weird Kind!");
@@ -661,6 +935,10 @@ mod tests {
             "verack_header_height",
             "verack_headers_accepted",
             "verack_ping_rtt_seconds",
+            "verack_build",
+            "verack_best_known_height",
+            "verack_synced",
+            "process_start_time_seconds",
         ] {
             assert!(
                 text.lines()
@@ -717,6 +995,122 @@ mod tests {
         assert_eq!(value(&text, "verack_header_height"), 850_000.0);
         assert_eq!(value(&text, "verack_headers_accepted_total"), 12_345.0);
         assert_eq!(value(&text, "verack_ping_rtt_seconds_count"), 1.0);
+        assert_eq!(value(&text, "verack_best_known_height"), 850_010.0);
+        assert_eq!(value(&text, "verack_synced"), 1.0);
+        assert!(text.contains("# TYPE verack_build info\n"), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    "verack_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            1.0
+        );
+        // No verack_ prefix on the process families.
+        assert!(!text.contains("verack_process"), "{text}");
+    }
+
+    #[test]
+    fn best_known_height_is_never_below_our_own() {
+        let (source, metrics) = setup();
+        *lock(&source.header_height) = 120;
+        *lock(&source.best_known_height) = 100;
+        let text = metrics.render();
+        assert_eq!(value(&text, "verack_best_known_height"), 120.0);
+        assert_eq!(value(&text, "verack_synced"), 0.0);
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_after_the_last_parenthesis() {
+        // A command name with spaces and parentheses, as proc(5) allows.
+        let line = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 75 0 0 20 0 9 0 123456 104857600 2560 18446744073709551615 \
+                    1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                utime: 250,
+                stime: 75,
+                threads: 9,
+                start_ticks: 123456,
+                vsize: 104857600,
+                rss_pages: 2560,
+            })
+        );
+        assert_eq!(parse_stat("4242 (truncated) S 1 2"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+    }
+
+    #[test]
+    fn boot_time_limits_and_auxv_parse() {
+        assert_eq!(
+            parse_boot_time("cpu  1 2 3\nintr 5\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_boot_time("cpu 1\n"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             1000                 1000                 processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_max_open_files(limits), Some(1024));
+        assert_eq!(
+            parse_max_open_files(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
+        let mut auxv = Vec::new();
+        for (key, value) in [(33usize, 7usize), (6, 16384), (17, 250), (0, 0)] {
+            auxv.extend_from_slice(&key.to_ne_bytes());
+            auxv.extend_from_slice(&value.to_ne_bytes());
+        }
+        assert_eq!(parse_auxv(&auxv), (Some(16384), Some(250)));
+        assert_eq!(parse_auxv(&[]), (None, None));
+    }
+
+    /// This test process as the collector reads it: every family present with plausible
+    /// values (Linux), or only the start time (elsewhere).
+    #[test]
+    fn process_families_describe_this_process() {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let (_source, metrics) = setup();
+        // Some CPU time to count.
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let text = metrics.render();
+        let start = value(&text, "process_start_time_seconds");
+        assert!(start <= started + 1.0, "{start} vs {started}");
+        assert!(
+            start > started - 3600.0,
+            "this test process started within the hour"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(value(&text, "process_cpu_seconds_total") > 0.0);
+            assert!(value(&text, "process_resident_memory_bytes") > 1_000_000.0);
+            assert!(
+                value(&text, "process_virtual_memory_bytes")
+                    >= value(&text, "process_resident_memory_bytes")
+            );
+            let open = value(&text, "process_open_fds");
+            assert!(open >= 3.0, "stdin, stdout, stderr at least: {open}");
+            if text.contains("process_max_fds ") {
+                assert!(value(&text, "process_max_fds") >= open);
+            }
+            assert!(value(&text, "process_threads") >= 1.0);
+            assert!(
+                text.contains("# UNIT process_cpu_seconds seconds\n"),
+                "{text}"
+            );
+        } else {
+            assert!(!text.contains("process_cpu_seconds_total"));
+        }
     }
 
     #[test]

@@ -54,6 +54,16 @@ impl MetricsSource for NodeMetrics {
             .map(|s| s.bans().len() as u64)
             .unwrap_or(0)
     }
+
+    fn best_known_height(&self) -> u64 {
+        let best = self.node.best_known_height.load(Ordering::Relaxed);
+        best.max(self.node.tip_height.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
+
+    fn synced(&self) -> bool {
+        self.node.is_synced()
+    }
 }
 
 /// The `kind` label of a failed handshake.
