@@ -79,6 +79,20 @@ pub enum PeerEvent {
         /// [`TimedOut`](std::io::ErrorKind::TimedOut)).
         error: Arc<std::io::Error>,
     },
+    /// A round of attempts to reach a persistent peer ended without admitting it: the
+    /// lookup, the dial, the handshake or admission failed (the
+    /// [`ResolveFailed`](Self::ResolveFailed), [`DialFailed`](Self::DialFailed),
+    /// [`HandshakeFailed`](Self::HandshakeFailed) or [`Refused`](Self::Refused) events just
+    /// before say why). The next round is due after `retry_in`. Not sent after a connection
+    /// that was admitted ([`Disconnected`](Self::Disconnected) covers it).
+    PersistentRetry {
+        /// The persistent peer, as configured.
+        target: super::PeerTarget,
+        /// Attempts in a row that failed or ended early (1 after the first failure).
+        failures: u32,
+        /// The backoff before the next attempt.
+        retry_in: Duration,
+    },
     /// A subnet was banned.
     Banned {
         /// The subnet (a single address is a /32 or /128).

@@ -195,6 +195,13 @@ pub(crate) async fn persistent_loop<H: PeerHandlers>(
             .persistent_backoff
             .delay(streak.saturating_sub(1), rand::thread_rng().gen());
         tracing::debug!(%target, ?delay, streak, "persistent peer: reconnecting after backoff");
+        if lasted.is_none() && !stop.is_cancelled() && !inner.cancel.is_cancelled() {
+            inner.emit(PeerEvent::PersistentRetry {
+                target: target.clone(),
+                failures: streak,
+                retry_in: delay,
+            });
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
