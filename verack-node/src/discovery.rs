@@ -1,91 +1,223 @@
-//! Peer discovery: Core's DNS seeds per network, queried when the address manager knows too
-//! few addresses, their answers added to it.
+//! Peer discovery for the node: the library's [`Seeding`] schedule run against the address
+//! manager. DNS seeds are asked at start (or after 11 s when addresses are known) and again
+//! with backoff while the address manager stays empty; Core's fixed seeds (IPv4 and IPv6
+//! only: nothing else is reachable without a proxy) are added when it is still empty after
+//! 60 s. What is planned is published in a [`DiscoveryStatus`] for the "nobody reachable"
+//! report.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::p2p::address::AddrV2Message;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::Network;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use verack::discovery::{
+    dns_seeds, fixed_seeds, seed_messages, SeedSources, SeedStep, Seeding, SeedingPolicy,
+};
 use verack::server::{addr_v2, AddrManSource};
 
-/// Below this many known addresses the DNS seeds are asked at once; above it, after
-/// [`SEED_DELAY`] only if still needed (Core's `DNSSEEDS_DELAY_PEER_THRESHOLD`).
-pub const SEED_THRESHOLD: usize = 1000;
-/// How long a node that knows addresses waits before asking seeds (Core: 11 s).
-pub const SEED_DELAY: Duration = Duration::from_secs(11);
+use crate::human;
 
-/// Core's DNS seeds (src/kernel/chainparams.cpp); regtest has none.
-pub fn dns_seeds(network: Network) -> &'static [&'static str] {
-    match network {
-        Network::Bitcoin => &[
-            "seed.bitcoin.sipa.be",
-            "dnsseed.bluematt.me",
-            "seed.bitcoin.jonasschnelli.ch",
-            "seed.btc.petertodd.net",
-            "seed.bitcoin.sprovoost.nl",
-            "dnsseed.emzy.de",
-            "seed.bitcoin.wiz.biz",
-            "seed.mainnet.achownodes.xyz",
-        ],
-        Network::Testnet => &[
-            "testnet-seed.bitcoin.jonasschnelli.ch",
-            "seed.tbtc.petertodd.net",
-            "seed.testnet.bitcoin.sprovoost.nl",
-            "testnet-seed.bluematt.me",
-        ],
-        Network::Testnet4 => &[
-            "seed.testnet4.bitcoin.sprovoost.nl",
-            "seed.testnet4.wiz.biz",
-        ],
-        Network::Signet => &[
-            "seed.signet.bitcoin.sprovoost.nl",
-            "seed.signet.achownodes.xyz",
-        ],
-        _ => &[],
+/// How long one DNS seed lookup may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What discovery has done and plans, for the log.
+#[derive(Debug, Default)]
+pub struct DiscoveryStatus {
+    inner: Mutex<Known>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Known {
+    running: bool,
+    dns_seeds: usize,
+    dns_rounds: u32,
+    dns_added: usize,
+    next_dns: Option<Instant>,
+    fixed_at: Option<Instant>,
+    fixed_added: Option<usize>,
+}
+
+impl DiscoveryStatus {
+    fn publish(&self, seeding: &Seeding, update: impl FnOnce(&mut Known)) {
+        let mut known = self.inner.lock().expect("discovery status lock");
+        known.dns_rounds = seeding.dns_rounds();
+        known.next_dns = seeding.next_dns();
+        known.fixed_at = seeding.fixed_seeds_at();
+        update(&mut known);
+    }
+
+    /// One line on where addresses may come from at `now`, the address manager holding
+    /// `addresses`; `None` when discovery is not running (`--connect`).
+    pub fn describe(&self, now: Instant, addresses: usize) -> Option<String> {
+        let known = self.inner.lock().expect("discovery status lock").clone();
+        if !known.running {
+            return None;
+        }
+        let mut parts = vec![format!(
+            "address manager: {}",
+            human::count(addresses, "known address", "known addresses")
+        )];
+        if known.dns_seeds == 0 && known.fixed_at.is_none() && known.fixed_added.is_none() {
+            parts.push("this network has no DNS or fixed seeds: use --connect or --addnode".into());
+            return Some(parts.join("; "));
+        }
+        if known.dns_seeds > 0 {
+            let mut dns = match known.dns_rounds {
+                0 => "DNS seeds: not asked yet".to_string(),
+                n => format!(
+                    "DNS seeds: {} asked, {} from them",
+                    human::count(n as usize, "round", "rounds"),
+                    human::count(known.dns_added, "address", "addresses")
+                ),
+            };
+            if let Some(at) = known.next_dns {
+                let when = if at > now {
+                    format!("in {}", human::duration(at - now))
+                } else {
+                    "now".into()
+                };
+                dns.push_str(&format!(", next round {when} if still empty"));
+            }
+            parts.push(dns);
+        }
+        match (known.fixed_added, known.fixed_at) {
+            (Some(n), _) => parts.push(format!(
+                "fixed seeds: {} added",
+                human::count(n, "address", "addresses")
+            )),
+            (None, Some(at)) if at > now => parts.push(format!(
+                "fixed seeds: in {} if still empty",
+                human::duration(at - now)
+            )),
+            (None, Some(_)) => parts.push("fixed seeds: when the address manager empties".into()),
+            (None, None) => {}
+        }
+        Some(parts.join("; "))
     }
 }
 
-/// Asks the DNS seeds when the address manager knows fewer than [`SEED_THRESHOLD`]
-/// addresses (after [`SEED_DELAY`] if it knows some), adding what they return. Logs clearly
-/// when no seed answers (no network?).
-pub async fn seed_if_needed(
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs the seeding schedule until it is finished or `stop` fires. `outbound` gives the
+/// number of outbound full-relay peers; `manual` says whether `--addnode` peers exist (the
+/// fixed seeds then wait 60 s even without DNS seeds).
+pub async fn run(
     addrman: Arc<AddrManSource>,
     network: Network,
     port: u16,
+    status: Arc<DiscoveryStatus>,
+    outbound: impl Fn() -> usize,
+    manual: bool,
     stop: CancellationToken,
 ) {
     let seeds = dns_seeds(network);
-    if seeds.is_empty() {
-        return;
-    }
+    let fixed: Vec<_> = fixed_seeds(network)
+        .into_iter()
+        .filter(|s| s.is_ip())
+        .collect();
+    let sources = SeedSources {
+        dns: !seeds.is_empty(),
+        fixed: !fixed.is_empty(),
+        manual,
+    };
     let known = addrman.lock().size(None, None);
-    if known >= SEED_THRESHOLD {
-        return;
-    }
-    if known > 0 {
-        tokio::select! {
-            _ = tokio::time::sleep(SEED_DELAY) => {}
-            _ = stop.cancelled() => return,
+    let mut seeding = Seeding::new(SeedingPolicy::CORE, Instant::now(), sources, known);
+    status.publish(&seeding, |k| {
+        k.running = true;
+        k.dns_seeds = seeds.len();
+    });
+    loop {
+        let now = Instant::now();
+        let known = addrman.lock().size(None, None);
+        match seeding.poll(now, known, outbound()) {
+            SeedStep::QueryDns => {
+                let added = tokio::select! {
+                    added = query_dns_seeds(&addrman, seeds, port) => added,
+                    _ = stop.cancelled() => return,
+                };
+                seeding.dns_queried(Instant::now(), rand::random());
+                let round = seeding.dns_rounds();
+                status.publish(&seeding, |k| k.dns_added += added);
+                let next = seeding
+                    .next_dns()
+                    .map(|at| human::duration(at.saturating_duration_since(Instant::now())))
+                    .unwrap_or_default();
+                if added > 0 {
+                    tracing::info!(
+                        "DNS seeds: {} added",
+                        human::count(added, "address", "addresses")
+                    );
+                } else if round == 1 {
+                    tracing::warn!(
+                        "DNS seeds: no address from any of {} seeds (no network?); asking again in {next} (or use --connect/--addnode)",
+                        seeds.len()
+                    );
+                } else {
+                    tracing::info!(
+                        "DNS seeds: still no address after {} rounds; asking again in {next}",
+                        round
+                    );
+                }
+            }
+            SeedStep::AddFixedSeeds => {
+                let entries = seed_messages(&fixed, unix_now(), rand::random::<f64>);
+                let source = addr_v2(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let added = addrman.lock().add(&entries, &source, 0, unix_now());
+                seeding.fixed_seeds_added();
+                status.publish(&seeding, |k| k.fixed_added = Some(added));
+                tracing::info!(
+                    "added {} of Bitcoin Core's fixed seeds (IPv4/IPv6): the address manager was still empty",
+                    added
+                );
+            }
+            SeedStep::Wait(at) => {
+                status.publish(&seeding, |_| {});
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            SeedStep::Finished => {
+                status.publish(&seeding, |_| {});
+                return;
+            }
         }
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+}
+
+/// Asks every seed at once (each lookup bounded by [`LOOKUP_TIMEOUT`]) and adds the answers
+/// to the address manager; returns how many were new.
+async fn query_dns_seeds(addrman: &AddrManSource, seeds: &[&'static str], port: u16) -> usize {
+    let mut lookups = tokio::task::JoinSet::new();
+    for &seed in seeds {
+        lookups.spawn(async move {
+            let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((seed, port)))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+                .and_then(|r| r);
+            (seed, found.map(|addrs| addrs.collect::<Vec<SocketAddr>>()))
+        });
+    }
+    let now = unix_now();
     let mut total = 0;
-    for seed in seeds {
-        let found: Vec<SocketAddr> = tokio::select! {
-            r = tokio::net::lookup_host((*seed, port)) => match r {
-                Ok(addrs) => addrs.collect(),
-                Err(e) => {
-                    tracing::debug!(seed, error = %e, "DNS seed lookup failed");
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
+    while let Some(joined) = lookups.join_next().await {
+        let Ok((seed, found)) = joined else { continue };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(seed, error = %e, "DNS seed lookup failed");
+                continue;
+            }
         };
         let Some(first) = found.first() else { continue };
         // Core gives seed results a random age of 3-7 days, so they rank below live gossip.
@@ -98,11 +230,55 @@ pub async fn seed_if_needed(
                 port: a.port(),
             })
             .collect();
-        total += addrman.lock().add(&entries, &addr_v2(first.ip()), 0, now);
+        let added = addrman.lock().add(&entries, &addr_v2(first.ip()), 0, now);
+        tracing::debug!(seed, found = found.len(), added, "DNS seed answered");
+        total += added;
     }
-    if total == 0 {
-        tracing::warn!("no addresses from any DNS seed: is there a network connection? (use --connect or --addnode)");
-    } else {
-        tracing::info!(added = total, "addresses from DNS seeds");
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_says_what_is_planned() {
+        let status = DiscoveryStatus::default();
+        let t0 = Instant::now();
+        assert_eq!(status.describe(t0, 0), None, "not running under --connect");
+        let sources = SeedSources {
+            dns: true,
+            fixed: true,
+            manual: false,
+        };
+        let mut seeding = Seeding::new(SeedingPolicy::CORE, t0, sources, 0);
+        assert_eq!(seeding.poll(t0, 0, 0), SeedStep::QueryDns);
+        seeding.dns_queried(t0, 0.5);
+        status.publish(&seeding, |k| {
+            k.running = true;
+            k.dns_seeds = 8;
+        });
+        assert_eq!(
+            status.describe(t0 + Duration::from_secs(5), 0).unwrap(),
+            "address manager: 0 known addresses; DNS seeds: 1 round asked, 0 addresses from them, next round in 10s if still empty; fixed seeds: in 55s if still empty"
+        );
+        seeding.fixed_seeds_added();
+        status.publish(&seeding, |k| k.fixed_added = Some(700));
+        assert!(status
+            .describe(t0 + Duration::from_secs(61), 700)
+            .unwrap()
+            .ends_with("fixed seeds: 700 addresses added"));
+    }
+
+    #[test]
+    fn regtest_says_there_are_no_seeds() {
+        let status = DiscoveryStatus::default();
+        let t0 = Instant::now();
+        let seeding = Seeding::new(SeedingPolicy::CORE, t0, SeedSources::default(), 0);
+        status.publish(&seeding, |k| k.running = true);
+        assert_eq!(
+            status.describe(t0, 0).unwrap(),
+            "address manager: 0 known addresses; this network has no DNS or fixed seeds: use --connect or --addnode"
+        );
     }
 }

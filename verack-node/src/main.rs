@@ -2,12 +2,16 @@
 //! headers, and reports on itself over a Bitcoin-Core-compatible JSON-RPC.
 
 mod discovery;
+mod human;
+mod logging;
 mod metrics;
 mod node;
 mod observe;
 mod progress;
+mod reachability;
 mod rpc;
 mod rpc_backend;
+mod self_connect;
 mod settings;
 mod store;
 
@@ -75,16 +79,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = logging::init(&settings.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(self_connect::check_manual_peers(
+        &settings.connect,
+        &settings.addnode,
+        settings.listen,
+    )) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -108,7 +118,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         params.min_chain_work = work;
     }
     let tree = HeaderTree::from_active_chain(params, stored).map_err(NodeError::StoredChain)?;
-    tracing::info!(network = %settings.network, height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
+    tracing::info!(network = %human::network(settings.network), height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
     let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = tokio::spawn(node::store_writer(store, store_rx));
     let node = Node::new(settings.network, tree, store_tx);
@@ -173,6 +183,8 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         ),
         None => None,
     };
+    // Subscribed before the start, so the first dials are in the log.
+    let log_rx = server.subscribe();
     server.start(shutdown.clone()).await?;
 
     let cookie_path = rpc::cookie_path(&settings.datadir, settings.network);
@@ -209,12 +221,32 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         tracing::info!(addr = ?settings.metrics, "Prometheus metrics listening");
         tokio::spawn(metrics::serve(listener, metrics, shutdown.clone()))
     });
+    let discovered = Arc::new(discovery::DiscoveryStatus::default());
+    let weak = Arc::downgrade(&server);
+    let addrs = addrman.clone();
+    let status = discovered.clone();
+    tokio::spawn(observe::log_events(
+        log_rx,
+        move || weak.upgrade().map_or(0, |s| s.handles().len()),
+        move |now| {
+            let known = addrs.lock().size(None, None);
+            status.describe(now, known).into_iter().collect()
+        },
+    ));
     if settings.connect.is_empty() {
         let network = settings.network;
-        tokio::spawn(discovery::seed_if_needed(
+        let weak = Arc::downgrade(&server);
+        tokio::spawn(discovery::run(
             addrman.clone(),
             network,
             settings::default_p2p_port(network),
+            discovered,
+            move || {
+                weak.upgrade().map_or(0, |s| {
+                    s.count_kind(verack::server::ConnectionKind::FullRelay)
+                })
+            },
+            !settings.addnode.is_empty(),
             shutdown.clone(),
         ));
     }
