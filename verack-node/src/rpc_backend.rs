@@ -115,6 +115,8 @@ impl NodeRpc {
         p.time_offset = stats.time_offset;
         p.ping_time = stats.last_ping;
         p.min_ping = stats.min_ping;
+        // Core leaves pingwait out unless a ping is in flight for a measurable time.
+        p.ping_wait = stats.ping_wait.filter(|w| !w.is_zero());
         p.addr_bind = stats.local;
         p.addr_local = stats.addr_local;
         // Core shows the version the peer announced, not the negotiated minimum.

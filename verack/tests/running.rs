@@ -103,6 +103,11 @@ async fn wrong_nonce_pong_does_not_clear_the_ping_which_times_out() {
             .send(NetworkMessage::Pong(nonce.wrapping_add(1)))
             .await;
         tokio::time::sleep(Duration::from_secs(60)).await;
+        // The ping is still in flight, and its wait (Core's pingwait) grows.
+        if started.elapsed() < Duration::from_secs(180) {
+            let wait = handle.stats().ping_wait.expect("a ping in flight");
+            assert!(wait >= started.elapsed(), "{wait:?}");
+        }
     }
     let reason = run.await.unwrap();
     assert!(

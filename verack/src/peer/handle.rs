@@ -606,9 +606,10 @@ impl PeerHandle {
     /// A snapshot of the peer's identity, traffic and timings.
     pub fn stats(&self) -> PeerStats {
         let n = &self.shared.negotiated;
-        let (last_ping, min_ping) = {
+        let (last_ping, min_ping, ping_wait) = {
             let state = self.shared.state();
-            (state.ping.last_rtt, state.ping.min_rtt)
+            let waiting = state.ping.waiting(tokio::time::Instant::now());
+            (state.ping.last_rtt, state.ping.min_rtt, waiting)
         };
         let mut s = PeerStats {
             id: self.id(),
@@ -633,6 +634,7 @@ impl PeerHandle {
             last_receive: None,
             last_ping,
             min_ping,
+            ping_wait,
             time_offset: n.time_offset,
             transport: n.transport,
         };

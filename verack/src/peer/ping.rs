@@ -75,6 +75,13 @@ impl PingState {
         }
     }
 
+    /// How long the pending ping has been waiting for its pong at `now` (Core's `pingwait`);
+    /// `None` when no ping is pending.
+    pub(crate) fn waiting(&self, now: Instant) -> Option<Duration> {
+        self.pending
+            .map(|(_, sent)| now.saturating_duration_since(sent))
+    }
+
     /// When [`poll`](Self::poll) next has something to do.
     pub(crate) fn next_deadline(&self) -> Instant {
         match self.pending {
@@ -101,6 +108,7 @@ mod tests {
             "one ping in flight at a time"
         );
         assert!(p.on_pong(7, t0 + Duration::from_millis(30)));
+        assert_eq!(p.waiting(t0 + MIN), None, "answered");
         assert_eq!(p.last_rtt, Some(Duration::from_millis(30)));
         assert_eq!(p.next_deadline(), t0 + 2 * MIN);
         assert_eq!(p.poll(t0 + MIN, 9), PingAction::Wait);
@@ -114,8 +122,14 @@ mod tests {
     fn wrong_nonce_does_not_clear_and_timeout_fires() {
         let t0 = Instant::now();
         let mut p = PingState::new(t0, 2 * MIN, 20 * MIN);
+        assert_eq!(p.waiting(t0), None, "nothing in flight yet");
         assert_eq!(p.poll(t0, 7), PingAction::Send(7));
         assert!(!p.on_pong(8, t0 + MIN));
+        assert_eq!(
+            p.waiting(t0 + MIN),
+            Some(MIN),
+            "still waiting for the right pong"
+        );
         assert!(p.last_rtt.is_none());
         assert_eq!(p.next_deadline(), t0 + 20 * MIN);
         assert_eq!(

@@ -176,6 +176,9 @@ pub struct PeerStats {
     pub last_ping: Option<Duration>,
     /// Smallest ping round-trip seen.
     pub min_ping: Option<Duration>,
+    /// How long the ping in flight has been waiting for its pong (Core's `pingwait`); `None`
+    /// when no ping is in flight.
+    pub ping_wait: Option<Duration>,
     /// Remote clock minus ours at the handshake, in seconds.
     pub time_offset: i64,
     /// The transport: v1, or v2 with its BIP324 session id (Core's `transport_protocol_type`
