@@ -66,11 +66,6 @@ const DELIBERATE: &[Deliberate] = &[
         why: "verack has no mempool; Core prints incrementalfee only when it has one",
     },
     Deliberate {
-        at: "getpeerinfo[].addrlocal",
-        diff: Diff::OnlyInCore,
-        why: "addrlocal is the address the remote put in its version (optional in Core's help); Core sends 0.0.0.0:0 to a peer that is not publicly routable, which both nodes leave out, while verack tells Core the loopback address it dialled or was dialled on",
-    },
-    Deliberate {
         at: "getblockheader.nTx",
         diff: Diff::Value,
         why: "verack never has the block, so 0: the value Core gives for a header whose block it has not downloaded (checked against Core B below)",

@@ -818,3 +818,36 @@ async fn io_error_when_the_remote_vanishes_both_sides() {
         );
     }
 }
+
+#[tokio::test]
+async fn our_version_names_the_remote_only_when_it_is_routable() {
+    // Core's PushNodeVersion: `addrYou` is the remote's address when routable, else `[::]:0`.
+    for (remote, expected) in [
+        ("127.0.0.1:18444", None),
+        ("10.1.2.3:18444", None),
+        ("8.8.8.8:18444", Some("8.8.8.8:18444")),
+    ] {
+        let remote: std::net::SocketAddr = remote.parse().unwrap();
+        let (a, b) = tokio::io::duplex(DUPLEX_BUFFER);
+        let mut script = Script::new(b);
+        let ours = tokio::spawn(async move {
+            let _ = Peer::new(a, Direction::Outbound, remote, config())
+                .handshake(&CancellationToken::new(), accept)
+                .await;
+        });
+        let NetworkMessage::Version(v) = script.expect_command("version").await else {
+            panic!("not a version")
+        };
+        let got = v.receiver.socket_addr().unwrap();
+        match expected {
+            // Sent as `[::]` (rust-bitcoin reads it back as 0.0.0.0): unspecified, port 0.
+            None => assert!(
+                got.ip().is_unspecified() && got.port() == 0,
+                "{remote}: {got}"
+            ),
+            Some(addr) => assert_eq!(got, addr.parse().unwrap(), "{remote}"),
+        }
+        drop(script);
+        let _ = ours.await;
+    }
+}

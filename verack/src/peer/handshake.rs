@@ -128,10 +128,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     fn our_version(&self, nonce: u64) -> NetworkMessage {
         let unroutable = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
         let services = self.config.advertised_services();
+        // The remote's address as we see it only when it is routable, else `[::]:0`, as
+        // Core's PushNodeVersion (`addrYou`): a private or loopback address tells the remote
+        // nothing it could advertise.
+        let remote = if crate::netgroup::is_routable(self.ctx.remote.ip()) {
+            self.ctx.remote
+        } else {
+            unroutable
+        };
         let mut v = VersionMessage::new(
             services,
             unix_now(),
-            Address::new(&self.ctx.remote, bitcoin::p2p::ServiceFlags::NONE),
+            Address::new(&remote, bitcoin::p2p::ServiceFlags::NONE),
             Address::new(&self.config.local_address.unwrap_or(unroutable), services),
             nonce,
             self.config.user_agent.clone(),
