@@ -616,6 +616,35 @@ async fn push_getheaders_and_getblocks_skip_back_to_back_duplicates() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_headers_answer_lets_the_same_getheaders_go_again() {
+    let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
+    let (handle, run) = spawn_run(peer, IgnoreMessages);
+    let zero = BlockHash::all_zeros();
+    assert!(handle.push_getheaders(vec![block_hash(1)], zero).unwrap());
+    assert!(
+        !handle.push_getheaders(vec![block_hash(1)], zero).unwrap(),
+        "unanswered: a duplicate"
+    );
+    // Answered with nothing new; then the peer announces a block by inv and we ask again.
+    remote.send(NetworkMessage::Headers(vec![])).await;
+    let mut sent = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if handle.push_getheaders(vec![block_hash(1)], zero).unwrap() {
+            sent = true;
+            break;
+        }
+    }
+    assert!(sent, "the same getheaders goes again after an answer");
+    assert!(
+        !handle.push_getheaders(vec![block_hash(1)], zero).unwrap(),
+        "and is a duplicate again until the next answer"
+    );
+    handle.disconnect();
+    let _ = run.await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn push_reject_only_from_70002() {
     let h = bitcoin::hashes::sha256d::Hash::all_zeros();
     let (peer, _remote) = handshaked_with_script(config(), 70001, true, vec![], BUF).await;

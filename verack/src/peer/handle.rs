@@ -99,6 +99,17 @@ pub(crate) struct State {
     last_getblocks: Option<(Option<BlockHash>, BlockHash)>,
 }
 
+impl State {
+    /// The peer answered a `getheaders` (a `headers` message arrived): the same request may go
+    /// again. Without this, a node at its tip whose `getheaders` was answered with nothing
+    /// would never ask again when the peer then announces blocks by `inv`, since every
+    /// request would carry the same first locator hash. Core likewise allows a new
+    /// `getheaders` once the last one was answered.
+    pub(crate) fn headers_answered(&mut self) {
+        self.last_getheaders = None;
+    }
+}
+
 /// Everything a running peer's tasks and handles share.
 pub(crate) struct Shared {
     pub(crate) ctx: Arc<PeerContext>,
@@ -501,7 +512,8 @@ impl PeerHandle {
 
     /// Sends `getheaders` with `locator` (newest first) and `stop` (all-zero for "as many as
     /// possible"), unless the previous `getheaders` had the same first locator hash and stop
-    /// hash (btcd's duplicate filter). Returns whether it was sent. Starts the
+    /// hash and no `headers` message has arrived since (btcd's duplicate filter, reset by an
+    /// answer). Returns whether it was sent. Starts the
     /// [headers stall deadline](super::PeerConfig::headers_response_timeout).
     ///
     /// # Errors

@@ -97,7 +97,10 @@ pub(crate) fn on_received(
             Ok(Delivery::Deliver)
         }
         M::Headers(headers) => {
-            shared.state().stall.received_headers();
+            let mut state = shared.state();
+            state.stall.received_headers();
+            state.headers_answered();
+            drop(state);
             too_many("headers", headers.len(), MAX_HEADERS_ENTRIES)
         }
         M::Inv(items) => {
