@@ -19,6 +19,7 @@ from harness import p2p_lock
 
 from harness import (
     Fail,
+    closed_by_us,
     NODE_P2P_V2,
     case,
     check,
@@ -232,6 +233,8 @@ def handshake_timeout(ctx):
           + ", ".join(f"{n} at {t:.1f}s" for n, t in times.items()) + ")")
     early = {n: t for n, t in times.items() if t < 2}
     check(not early, f"dropped too early: {early}")
+    for name, p in peers.items():
+        closed_by_us(p, name)
 
 
 def v2_without_version(ctx, peer):
@@ -498,18 +501,14 @@ def feature_after_verack(ctx):
     ctx.expect_disconnect(peer, "feature after verack")
 
 
-@case("feature.before_version_ignored")
+@case("feature.before_version_fails_handshake")
 def feature_before_version(ctx):
-    """Core: a feature before any version is ignored like every non-version message (over v2:
-    see v2_without_version)."""
+    """Deliberate difference (README "Choices", protocol 70017): Core ignores a feature before
+    any version like every non-version message; verack fails the handshake (NotVersion) and
+    closes. Over v2, see v2_without_version."""
     peer = v2_without_version(ctx, FeaturePeer())
     peer.send_without_ping(RawFeature(feature_wire(b"abcd", b"")))
-    if not holds_for(lambda: peer.is_connected, 1.0):
-        raise Fail(f"feature before version: verack disconnected (Core ignores it; {describe(peer)})")
-    peer.send_without_ping(version_msg(services=P2P_SERVICES | NODE_P2P_V2))
-    wait_for(lambda: "verack" in peer.last_message or not peer.is_connected, 5,
-             f"no version/verack after the late version ({describe(peer)})")
-    ctx.expect_kept(peer, "handshake after an early feature")
+    ctx.expect_disconnect(peer, "feature before version (verack's documented choice: NotVersion)", timeout=3)
 
 
 @case("feature.id_length_bounds")

@@ -12,6 +12,7 @@ from test_framework.v2_p2p import EncryptedP2PState, MAX_GARBAGE_LEN
 
 from harness import (
     Fail,
+    closed_by_us,
     MAGIC,
     NODE_P2P_V2,
     case,
@@ -153,6 +154,7 @@ def early_key_response(ctx):
         time.sleep(0.1)
     check(not peer.is_connected, f"no garbage terminator ever sent, yet still connected after "
           f"{HANDSHAKE_DEADLINE}s (Core: V2 handshake timeout)")
+    closed_by_us(peer, "key starting with the magic")
 
 
 @case("v2_misbehaving.excess_garbage")
@@ -170,6 +172,7 @@ def wrong_garbage_terminator(ctx):
     while peer.is_connected and time.monotonic() < deadline:
         time.sleep(0.1)
     check(not peer.is_connected, f"wrong garbage terminator, still connected after {HANDSHAKE_DEADLINE}s")
+    closed_by_us(peer, "wrong garbage terminator")
     check(not peer.last_message, f"messages arrived over a handshake that never completed: {describe(peer)}")
 
 

@@ -189,6 +189,15 @@ def describe(peer):
     return text
 
 
+def closed_by_us(peer, what):
+    """A disconnect is verack's verdict only if Core's framework did not drop the connection
+    itself after failing to read what verack sent."""
+    errs = getattr(peer, "errors", None)
+    if errs:
+        raise Fail(f"{what}: the connection ended after the framework rejected verack's bytes "
+                   f"({errs[-1][:300]}), not by verack's decision")
+
+
 # ---------------------------------------------------------------------------------------------
 # Peers.
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +502,7 @@ class Ctx:
         if peer.is_connected:
             raise Fail(f"{what}: verack kept the connection for {timeout}s "
                        f"(Core disconnects; {describe(peer)})")
+        closed_by_us(peer, what)
 
     def expect_kept(self, peer, what, timeout=10):
         """The connection survives `what`: a ping afterwards is answered."""

@@ -81,7 +81,6 @@ async fn core_p2p_functional_cases() {
         .arg(format!("--datadir={}", node.datadir().display()))
         .arg(format!("--max-inbound={MAX_INBOUND}"))
         .arg(format!("--core-dir={}", core.display()))
-        .arg("--verbose")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
