@@ -664,3 +664,18 @@ def silent_flood(ctx):
     check(time.monotonic() - started < 10, "honest handshakes took over 10 s")
     ctx.sync(same_ip, "with the flood open")
     ctx.sync(other, "with the flood open")
+
+
+@case("pending.silent_flood_many_sources")
+def silent_flood_many(ctx):
+    """60 silent connections, each from its own /24 (more than verack's 50 handshake slots):
+    an honest peer still completes its handshake promptly."""
+    raws = [ctx.raw() for _ in range(60)]
+    time.sleep(0.5)
+    try:
+        honest = ctx.connect(timeout=5)
+    except Fail as e:
+        raise Fail(f"honest peer behind 60 silent connections from 60 /24s: {e}")
+    ctx.sync(honest, "with the flood open")
+    still_open = sum(1 for r in raws if not r.pump(0.01))
+    check(still_open > 0, "every silent connection was dropped at once (expected only room to be made)")
