@@ -30,7 +30,10 @@ run() {
 
 run throughput --runs "$runs" --scale "$scale"
 run throughput --runs "$runs" --scale "$scale" --keep-freed-memory
-run handshake --runs "$runs"
+# The library's server, the verack node against Bitcoin Core and the bare tokio floor, and a
+# single-IP burst against default limits; see the script.
+echo "== handshake: scripts/bench-handshake.sh" >&2
+SKIP_BUILD=1 scripts/bench-handshake.sh "$runs" | tee -a "$results"
 run many-peers --peers "$peers"
 run headers --runs "$runs" --headers "$headers"
 run fanout --runs $((runs + 2))

@@ -2,11 +2,13 @@
 //! machine it ran on. `scripts/bench.sh` runs the suite and writes BENCHMARKS.md.
 //!
 //! Scenarios: `throughput`, `handshake`, `many-peers`, `headers`, `fanout`; `report` turns
-//! their output into markdown. Internal roles (the other process of a scenario): `recv`, `serve`.
+//! their output into markdown. Internal roles (the other process of a scenario): `recv`, `serve`,
+//! `floor`.
 //! Also `handshake`, `many-peers` and `fanout`, whose other process is the internal `serve`.
 //! And `headers`: a header sync from a local verack node, verack vs the nakamoto client.
 
 mod fanout;
+mod floor;
 mod handshake;
 mod headers;
 mod heap;
@@ -63,6 +65,9 @@ enum Command {
     },
     /// Handshakes per second and their latency against a verack server child or any node.
     Handshake(handshake::Args),
+    /// Internal: the bare tokio server of `handshake --floor` (canned replies).
+    #[command(hide = true)]
+    Floor(floor::Args),
     /// Memory and idle CPU of thousands of idle peers, and ping round trips among them.
     ManyPeers(many_peers::Args),
     /// Time for a block announcement to reach every peer.
@@ -107,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Handshake(args) => {
             handshake::run(&args).map(|rs| rs.iter().for_each(|r| r.emit()))
         }
+        Command::Floor(args) => floor::run(&args),
         Command::ManyPeers(args) => {
             many_peers::run(&args).map(|rs| rs.iter().for_each(|r| r.emit()))
         }
