@@ -54,7 +54,7 @@ impl VerackNode {
         let mut attempt = 1;
         loop {
             let (p2p, rpc) = (free_port().await, free_port().await);
-            match launch(bin, datadir, p2p, rpc, extra_args).await {
+            match launch(bin, datadir, p2p, rpc, extra_args, &[]).await {
                 Ok(node) => return node,
                 Err(f) if f.port_taken && attempt < START_ATTEMPTS => {
                     datadir = f.datadir;
@@ -85,7 +85,7 @@ impl VerackNode {
         let mut datadir = self.release();
         let mut attempt = 1;
         loop {
-            match launch(bin, datadir, p2p, rpc, extra_args).await {
+            match launch(bin, datadir, p2p, rpc, extra_args, &[]).await {
                 Ok(node) => return (status, node),
                 Err(f) if f.port_taken && attempt < START_ATTEMPTS => {
                     datadir = f.datadir;
@@ -98,6 +98,54 @@ impl VerackNode {
                 }
             }
         }
+    }
+
+    /// Starts the binary at `bin` as [`start`](Self::start) does, but on an existing data
+    /// directory (one handed back by [`kill_keeping_datadir`](Self::kill_keeping_datadir) or
+    /// [`stop_keeping_datadir`](Self::stop_keeping_datadir), possibly changed meanwhile), with
+    /// `env` added to the child's environment. The node owns `datadir` again (removed on drop).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_in(
+        bin: &Path,
+        datadir: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> VerackNode {
+        for arg in extra_args {
+            assert!(is_loopback_only(arg), "not a loopback-only argument: {arg}");
+        }
+        let mut datadir = datadir;
+        let mut attempt = 1;
+        loop {
+            let (p2p, rpc) = (free_port().await, free_port().await);
+            match launch(bin, datadir, p2p, rpc, extra_args, env).await {
+                Ok(node) => return node,
+                Err(f) if f.port_taken && attempt < START_ATTEMPTS => {
+                    datadir = f.datadir;
+                    attempt += 1;
+                }
+                Err(f) => {
+                    let tail = f.report;
+                    let _ = std::fs::remove_dir_all(&f.datadir);
+                    panic!("verack did not start (attempt {attempt}): {tail}")
+                }
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL, as `kill -9` (no shutdown of any kind), and hands back
+    /// its data directory, which the caller then owns.
+    pub fn kill_keeping_datadir(self) -> PathBuf {
+        self.release()
+    }
+
+    /// Stops the node as [`terminate`](Self::terminate) does and hands back its exit status
+    /// and its data directory, which the caller then owns.
+    pub async fn stop_keeping_datadir(mut self) -> (ExitStatus, PathBuf) {
+        let status = self.stop().await;
+        (status, self.release())
     }
 
     /// The data directory (`--datadir`; regtest files are in its `regtest/` folder).
@@ -275,13 +323,15 @@ struct LaunchFailure {
     datadir: PathBuf,
 }
 
-/// One start on `datadir` and the given ports; the log is appended to `<datadir>/verack.log`.
+/// One start on `datadir` and the given ports, with `env` added to the environment; the log
+/// is appended to `<datadir>/verack.log`.
 async fn launch(
     bin: &Path,
     datadir: PathBuf,
     p2p: u16,
     rpc: u16,
     extra_args: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<VerackNode, LaunchFailure> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -293,7 +343,8 @@ async fn launch(
         .arg(format!("--datadir={}", datadir.display()))
         .arg(format!("--listen=127.0.0.1:{p2p}"))
         .arg(format!("--rpc-port={rpc}"))
-        .args(extra_args);
+        .args(extra_args)
+        .envs(env.iter().copied());
     if !extra_args.iter().any(|a| a.starts_with("--log-level")) {
         cmd.arg("--log-level=info");
     }

@@ -42,8 +42,16 @@ enum NodeError {
     },
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("stored headers do not form a chain ({0}); move the database aside to resync")]
-    StoredChain(verack::chain::HeaderError),
+    /// The start-up check passed a chain the tree refuses: a bug, never the user's doing.
+    #[error(
+        "the headers in {} passed the start-up check but do not form a chain ({source}); \
+         this is a bug: please report it (moving the file aside makes the node resync)",
+        path.display()
+    )]
+    StoredChain {
+        path: std::path::PathBuf,
+        source: verack::chain::HeaderError,
+    },
     #[error("{0}")]
     Server(#[from] ServerError),
     #[error("cannot listen for {what} on {addr}: {source}")]
@@ -111,17 +119,38 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         source,
     })?;
     probe_writable(dir)?;
-    let store = store::HeaderStore::open(&dir.join("headers.sqlite"))?;
-    let stored = store.load()?;
     let mut params = ChainParams::new(settings.network);
     if let Some(work) = settings.min_chain_work {
         params.min_chain_work = work;
     }
-    let tree = HeaderTree::from_active_chain(params, stored).map_err(NodeError::StoredChain)?;
+    // The start-up check: a damaged store is moved aside and its valid prefix kept (logged).
+    let db_path = dir.join("headers.sqlite");
+    let genesis = bitcoin::constants::genesis_block(&params.consensus).block_hash();
+    let opened = tokio::task::block_in_place(|| store::check::open_checked(&db_path, genesis))?;
+    tracing::info!(
+        headers = opened.headers.len(),
+        ms = opened.elapsed.as_millis() as u64,
+        repaired = opened.repair.is_some(),
+        "header database checked"
+    );
+    let store_status = Arc::new(store::StoreStatus::new(&db_path, opened.store.tip().0));
+    let tree = HeaderTree::from_active_chain(params, opened.headers).map_err(|source| {
+        NodeError::StoredChain {
+            path: db_path.clone(),
+            source,
+        }
+    })?;
     tracing::info!(network = %human::network(settings.network), height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
     let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = tokio::spawn(node::store_writer(store, store_rx));
     let node = Node::new(settings.network, tree, store_tx);
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(node::store_writer(
+        opened.store,
+        store_status.clone(),
+        store_rx,
+        node.clone(),
+        writer_stop.clone(),
+    ));
 
     let mut peer = PeerConfig::new(settings.network);
     if !settings.v2transport {
@@ -200,6 +229,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         node: node.clone(),
         shutdown: shutdown.clone(),
         database: dir.join("headers.sqlite"),
+        store: store_status.clone(),
         default_port: settings::default_p2p_port(settings.network),
         ban_duration: settings.ban_duration,
         addrman: addrman.clone(),
@@ -265,7 +295,8 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     drop(server);
     drop(node);
     let _ = progress.await;
-    // The writer ends once every sender (the node) is gone, after a final flush.
+    // The writer writes what is left (retrying for up to 3 s), then ends.
+    writer_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     stopped?;
     tracing::info!("stopped");

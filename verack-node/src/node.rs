@@ -356,39 +356,22 @@ impl MessageHandler for PeerHandler {
     }
 }
 
-/// Writes tip changes to the store in batches: whatever arrived within a second, or 2000
-/// headers, per transaction. Returns when the channel closes, after a final flush.
+/// Keeps the header store a copy of the node's active chain ([`crate::store::writer::run`]):
+/// tip changes sent to `changes` wake it, the tree says what to write, a failed write is
+/// retried until it succeeds, and `status` says how far the store has got. Returns after
+/// `stop` is cancelled and what is left has been written (or reported).
 pub async fn store_writer(
-    mut store: crate::store::HeaderStore,
-    mut changes: mpsc::UnboundedReceiver<TipChange>,
+    store: crate::store::HeaderStore,
+    status: Arc<crate::store::StoreStatus>,
+    changes: mpsc::UnboundedReceiver<TipChange>,
+    node: Arc<Node>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut batch: Vec<TipChange> = Vec::new();
-    loop {
-        let first = changes.recv().await;
-        let closed = first.is_none();
-        batch.extend(first);
-        if !closed {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            let mut headers: usize = batch.iter().map(|c| c.connected.len()).sum();
-            while headers < MAX_HEADERS {
-                match tokio::time::timeout_at(deadline, changes.recv()).await {
-                    Ok(Some(c)) => {
-                        headers += c.connected.len();
-                        batch.push(c);
-                    }
-                    _ => break,
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let store_ref = &mut store;
-            if let Err(e) = tokio::task::block_in_place(|| store_ref.apply(&batch)) {
-                tracing::error!(error = %e, "could not write headers; they will be downloaded again");
-            }
-            batch.clear();
-        }
-        if closed {
-            return;
+    struct NodeTree(Arc<Node>);
+    impl crate::store::writer::TreeAccess for NodeTree {
+        fn with_tree(&self, f: &mut dyn FnMut(&HeaderTree)) {
+            f(&self.0.tree());
         }
     }
+    crate::store::writer::run(store, status, changes, NodeTree(node), stop).await;
 }

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use verack::chain::{HeaderEntry, TipStatus};
 use verack::peer::{Direction, PeerStats, DEFAULT_PROTOCOL_VERSION, DEFAULT_USER_AGENT};
+use verack::server::addr_relay::AddrRelayState;
 use verack::server::{ConnectionKind, ManualTransport, PeerTarget};
 
 use crate::node::Node;
@@ -33,6 +34,9 @@ pub struct NodeRpc {
     pub shutdown: CancellationToken,
     /// The header database (for `size_on_disk`).
     pub database: PathBuf,
+    /// How far the header store has got; while its writes fail, its warning is in
+    /// `warnings` (as Core reports disk problems there).
+    pub store: Arc<crate::store::StoreStatus>,
     /// The default P2P port (for `addnode` without a port).
     pub default_port: u16,
     /// Ban duration when `setban` gives none.
@@ -95,7 +99,7 @@ impl NodeRpc {
         }
     }
 
-    fn peer(&self, stats: &PeerStats, kind: ConnectionKind) -> RpcPeer {
+    fn peer(&self, stats: &PeerStats, kind: ConnectionKind, relay: AddrRelayState) -> RpcPeer {
         let connection_type = match kind {
             ConnectionKind::Inbound => ConnectionType::Inbound,
             ConnectionKind::FullRelay => ConnectionType::OutboundFullRelay,
@@ -123,18 +127,10 @@ impl NodeRpc {
         p.version = stats.remote_version;
         p.subver = stats.user_agent.clone();
         p.synced_headers = stats.last_block_height;
-        // Core's SetupAddressRelay: outbound peers that relay addresses at once, an inbound
-        // one only after it sent an address message (`addr`, `addrv2` or `getaddr`).
-        p.addr_relay_enabled = match kind {
-            ConnectionKind::BlockRelayOnly | ConnectionKind::Feeler => false,
-            ConnectionKind::Inbound => ["addr", "addrv2", "getaddr"].iter().any(|c| {
-                stats
-                    .bytes_received_per_command
-                    .get(*c)
-                    .is_some_and(|&n| n > 0)
-            }),
-            _ => true,
-        };
+        // The server's address relay state (Core's SetupAddressRelay and ProcessAddrs counts).
+        p.addr_relay_enabled = relay.enabled;
+        p.addr_processed = relay.processed;
+        p.addr_rate_limited = relay.rate_limited;
         p.bytes_sent_per_msg = stats.bytes_sent_per_command.clone();
         p.bytes_recv_per_msg = stats.bytes_received_per_command.clone();
         p.transport = match stats.transport {
@@ -164,7 +160,9 @@ impl RpcBackend for NodeRpc {
                     Direction::Inbound => ConnectionKind::Inbound,
                     Direction::Outbound => ConnectionKind::FullRelay,
                 });
-                self.peer(s, kind)
+                // A peer gone since `peers()` shows no relay state.
+                let relay = server.addr_relay_of(s.id).unwrap_or_default();
+                self.peer(s, kind, relay)
             })
             .collect()
     }
@@ -197,7 +195,7 @@ impl RpcBackend for NodeRpc {
             relay_fee: None,
             incremental_fee: None,
             local_addresses: Vec::new(),
-            warnings: Vec::new(),
+            warnings: self.store.warning().into_iter().collect(),
         }
     }
 
@@ -322,7 +320,7 @@ impl RpcBackend for NodeRpc {
                 .map(|m| m.len())
                 .unwrap_or(0),
             signet_challenge: None,
-            warnings: Vec::new(),
+            warnings: self.store.warning().into_iter().collect(),
         }
     }
 
