@@ -686,6 +686,46 @@ async fn bloom_messages_disconnect_from_70011_without_node_bloom() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn mempool_and_filtered_block_requests_disconnect_without_node_bloom_as_core() {
+    let filtered = NetworkMessage::GetData(vec![
+        Inventory::Block(BlockHash::all_zeros()),
+        Inventory::Unknown {
+            inv_type: 3, // MSG_FILTERED_BLOCK
+            hash: [1; 32],
+        },
+    ]);
+    // Core disconnects whatever the version (not only from BIP111's 70011).
+    for (msg, version) in [
+        (NetworkMessage::MemPool, 70016),
+        (NetworkMessage::MemPool, 70010),
+        (filtered, 70016),
+    ] {
+        let (peer, mut remote) = handshaked_with_script(config(), version, true, vec![], BUF).await;
+        let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+        remote.send(msg).await;
+        let reason = run.await.unwrap();
+        assert!(
+            matches!(
+                reason,
+                DisconnectReason::ProtocolViolation(Violation::BloomNotOffered { .. })
+            ),
+            "{reason:?}"
+        );
+    }
+    // A plain getdata is delivered.
+    let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
+    let handle = peer.handle();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = tokio::spawn(peer.run(Recorder(tx), CancellationToken::new()));
+    let plain = NetworkMessage::GetData(vec![Inventory::Block(BlockHash::all_zeros())]);
+    remote.send(plain.clone()).await;
+    assert_eq!(rx.recv().await.unwrap(), plain);
+    assert!(!handle.is_disconnected());
+    handle.disconnect();
+    let _ = run.await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn bloom_messages_are_ignored_below_70011_and_delivered_with_node_bloom() {
     let (peer, mut remote) = handshaked_with_script(config(), 70010, true, vec![], BUF).await;
     let handle = peer.handle();
@@ -715,10 +755,8 @@ async fn bloom_messages_are_ignored_below_70011_and_delivered_with_node_bloom() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn handshake_messages_after_the_handshake_disconnect() {
+async fn negotiation_messages_after_the_handshake_disconnect() {
     let cases = [
-        (remote_version(70016, 1), "version"),
-        (NetworkMessage::Verack, "verack"),
         (NetworkMessage::WtxidRelay, "wtxidrelay"),
         (NetworkMessage::SendAddrV2, "sendaddrv2"),
         (
@@ -734,17 +772,35 @@ async fn handshake_messages_after_the_handshake_disconnect() {
         let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
         remote.send(msg).await;
         let reason = run.await.unwrap();
-        let ok = match &reason {
-            DisconnectReason::ProtocolViolation(Violation::RepeatedHandshake { command: c }) => {
-                c == command
-            }
-            DisconnectReason::ProtocolViolation(Violation::LateNegotiation { command: c }) => {
-                c == command
-            }
-            _ => false,
-        };
-        assert!(ok, "{command}: {reason:?}");
+        assert!(
+            matches!(&reason, DisconnectReason::ProtocolViolation(Violation::LateNegotiation { command: c }) if c == command),
+            "{command}: {reason:?}"
+        );
         assert!(remote.closed().await, "socket closed");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redundant_version_or_verack_is_ignored_as_core() {
+    // Core: "redundant version message" / "ignoring redundant verack message"; the peer stays.
+    for msg in [remote_version(70016, 1), NetworkMessage::Verack] {
+        let (peer, mut remote) = handshaked_with_script(config(), 70016, true, vec![], BUF).await;
+        let handle = peer.handle();
+        let run = tokio::spawn(peer.run(IgnoreMessages, CancellationToken::new()));
+        remote.send(msg).await;
+        remote.send(NetworkMessage::Ping(77)).await;
+        // Our first ping may come first; the pong to 77 shows the peer is still served.
+        let mut answered = false;
+        for _ in 0..4 {
+            if let NetworkMessage::Pong(77) = remote.recv().await.expect("still connected") {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered);
+        assert!(!handle.is_disconnected());
+        handle.disconnect();
+        let _ = run.await;
     }
 }
 

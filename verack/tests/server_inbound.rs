@@ -36,9 +36,11 @@ async fn silent_flood_holds_at_most_the_pending_slots_and_an_honest_peer_gets_in
         );
         sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        max_pending, 50,
-        "the flood fills exactly the default 50 slots, never more"
+    // 50 was reached above; the honest peer may already have taken and released a slot by
+    // the first sample, so only the bound is checked here.
+    assert!(
+        max_pending <= 50,
+        "the flood never holds more than the default 50 slots: {max_pending}"
     );
     let peer = honest
         .await
@@ -286,8 +288,8 @@ async fn full_inbound_evicts_the_youngest_unprotected_peer_never_a_trusted_one()
 }
 
 /// The server's peers carry both socket ends, read through the boxed stream: our end (Core's
-/// `addrbind`), the address the remote says we have (Core's `addrlocal`: a verack client names
-/// the address it dialled) and the protocol version the remote announced.
+/// `addrbind`), the address the remote says we have (Core's `addrlocal`: none on loopback,
+/// which is not routable) and the protocol version the remote announced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_stats_carry_both_socket_ends_and_the_remote_version() {
     let (server, shutdown, at) = started(server_config()).await;
@@ -299,7 +301,10 @@ async fn peer_stats_carry_both_socket_ends_and_the_remote_version() {
     let theirs = server.peers()[0].clone();
     assert_eq!(theirs.remote.ip().to_string(), "127.0.6.6");
     assert_eq!(theirs.local, Some(at), "our end of an accepted socket");
-    assert_eq!(theirs.addr_local, Some(at), "the client's addr_recv");
+    assert_eq!(
+        theirs.addr_local, None,
+        "a loopback address is not routable: the client sends [::]:0 (Core's addrYou)"
+    );
     assert_eq!(
         theirs.remote_version,
         verack::peer::DEFAULT_PROTOCOL_VERSION
@@ -307,7 +312,7 @@ async fn peer_stats_carry_both_socket_ends_and_the_remote_version() {
     // The client side (a plain TcpStream) sees the mirror image.
     let ours = h.stats();
     assert_eq!(ours.local, Some(theirs.remote));
-    assert_eq!(ours.addr_local, Some(theirs.remote));
+    assert_eq!(ours.addr_local, None);
     h.disconnect();
     shutdown.cancel();
     server.stopped().await.unwrap();

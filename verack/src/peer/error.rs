@@ -13,8 +13,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// The first message from the remote was not `version`.
-    #[error("expected version as the first message, got {command}")]
+    /// More than [`MAX_IGNORED_BEFORE_VERSION`](super::MAX_IGNORED_BEFORE_VERSION) messages
+    /// arrived before the remote's `version` (fewer are ignored, as Core does).
+    #[error("expected version, got {command} after too many other messages")]
     NotVersion {
         /// The command received instead.
         command: String,

@@ -20,6 +20,10 @@ use super::{BoxError, Direction, HandshakeError, Negotiated, Peer, RemoteFeature
 /// Messages other than `verack`, feature negotiation and messages of unknown type held during
 /// the handshake: 3 (dcrd).
 pub const MAX_HELD_MESSAGES: usize = 3;
+/// Messages before the remote's `version` that are ignored (as Core) before the handshake
+/// fails with [`HandshakeError::NotVersion`]: 100. Core ignores any number until its
+/// handshake timeout; the cap bounds the work a peer can cause before it is known.
+pub const MAX_IGNORED_BEFORE_VERSION: usize = 100;
 /// The first version with `wtxidrelay` (BIP339) and `sendaddrv2` (BIP155).
 pub const WTXID_RELAY_VERSION: u32 = 70016;
 
@@ -187,12 +191,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         }
     }
 
+    /// Reads until `version`. Other messages are ignored, as Core's net_processing does
+    /// ("non-version message before version handshake"), up to
+    /// [`MAX_IGNORED_BEFORE_VERSION`]; one more fails with [`HandshakeError::NotVersion`]. The
+    /// handshake deadline bounds the time spent either way.
     async fn read_version(&mut self) -> Result<VersionMessage, HandshakeError> {
-        match self.read().await? {
-            NetworkMessage::Version(v) => Ok(v),
-            other => Err(HandshakeError::NotVersion {
-                command: other.command().to_string(),
-            }),
+        let mut ignored = 0;
+        loop {
+            match self.read().await? {
+                NetworkMessage::Version(v) => return Ok(v),
+                other if ignored == MAX_IGNORED_BEFORE_VERSION => {
+                    return Err(HandshakeError::NotVersion {
+                        command: other.command().to_string(),
+                    })
+                }
+                other => {
+                    ignored += 1;
+                    tracing::debug!(peer = self.ctx.id.0, command = %other.command(), "message before version ignored");
+                }
+            }
         }
     }
 
@@ -250,7 +267,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 start_height: remote.start_height,
                 relay: remote.relay,
                 time_offset: remote.timestamp.saturating_sub(unix_now()),
-                addr_local: remote.receiver.socket_addr().ok(),
+                // `[::]:0` (or 0.0.0.0:0) says the remote does not know our address.
+                addr_local: remote
+                    .receiver
+                    .socket_addr()
+                    .ok()
+                    .filter(|a| !a.ip().is_unspecified()),
                 remote_nonce: remote.nonce,
                 local_nonce,
                 features,

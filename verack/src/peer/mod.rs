@@ -99,7 +99,7 @@ pub use error::{
 };
 pub use fallback::{V1OnlyCache, V1_ONLY_CACHE_SIZE};
 pub use handle::PeerHandle;
-pub use handshake::{MAX_HELD_MESSAGES, WTXID_RELAY_VERSION};
+pub use handshake::{MAX_HELD_MESSAGES, MAX_IGNORED_BEFORE_VERSION, WTXID_RELAY_VERSION};
 pub use hooks::{dispatch, IgnoreMessages, MessageHandler, MessageHooks};
 pub use inventory::{poisson_delay, MAX_INV_PER_MESSAGE};
 pub use negotiated::{

@@ -60,8 +60,9 @@ impl PingState {
         }
     }
 
-    /// A `pong` arrived; returns whether it answered the pending ping. A wrong nonce leaves the
-    /// ping pending.
+    /// A `pong` arrived; returns whether it ended the pending ping. As Core's net_processing:
+    /// the matching nonce answers it (the round trip is measured); a nonce of 0 cancels it
+    /// ("Nonce zero", no measurement); any other nonce leaves it pending ("Nonce mismatch").
     pub(crate) fn on_pong(&mut self, nonce: u64, now: Instant) -> bool {
         match self.pending {
             Some((expected, sent)) if expected == nonce => {
@@ -71,8 +72,16 @@ impl PingState {
                 self.pending = None;
                 true
             }
+            Some(_) if nonce == 0 => self.cancel(),
             _ => false,
         }
+    }
+
+    /// A `pong` whose payload is shorter than its 8-byte nonce arrived: as Core ("Short
+    /// payload"), the pending ping is cancelled without a measurement. Returns whether one was
+    /// pending.
+    pub(crate) fn cancel(&mut self) -> bool {
+        self.pending.take().is_some()
     }
 
     /// How long the pending ping has been waiting for its pong at `now` (Core's `pingwait`);
@@ -116,6 +125,27 @@ mod tests {
         assert!(p.on_pong(9, t0 + 2 * MIN + Duration::from_millis(10)));
         assert_eq!(p.min_rtt, Some(Duration::from_millis(10)));
         assert_eq!(p.last_rtt, Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn zero_nonce_or_short_pong_cancels_without_measuring() {
+        let t0 = Instant::now();
+        let mut p = PingState::new(t0, MIN, 20 * MIN);
+        assert_eq!(p.poll(t0, 7), PingAction::Send(7));
+        assert!(!p.on_pong(9, t0 + MIN / 2), "mismatch keeps it pending");
+        assert!(p.waiting(t0 + MIN / 2).is_some());
+        assert!(p.on_pong(0, t0 + MIN / 2), "nonce zero cancels");
+        assert_eq!(p.waiting(t0 + MIN / 2), None);
+        assert_eq!(p.last_rtt, None, "a cancelled ping is not measured");
+        assert!(
+            !p.on_pong(7, t0 + MIN / 2),
+            "the late matching pong answers nothing"
+        );
+        assert_eq!(p.last_rtt, None);
+        assert_eq!(p.poll(t0 + MIN, 8), PingAction::Send(8));
+        assert!(p.cancel(), "short payload cancels");
+        assert!(!p.cancel());
+        assert_eq!(p.last_rtt, None);
     }
 
     #[test]

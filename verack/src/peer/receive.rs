@@ -21,6 +21,17 @@ pub const MAX_ADDR_ENTRIES: usize = 1000;
 /// Core's `MAX_LOCATOR_SZ`: hashes in a `getheaders`/`getblocks` locator.
 pub const MAX_LOCATOR_ENTRIES: usize = 101;
 
+/// `MSG_FILTERED_BLOCK` (3), BIP37's inventory type for a `merkleblock` request.
+const MSG_FILTERED_BLOCK: u32 = 3;
+
+fn is_filtered_block(item: &bitcoin::p2p::message_blockdata::Inventory) -> bool {
+    matches!(
+        item,
+        bitcoin::p2p::message_blockdata::Inventory::Unknown { inv_type, .. }
+            if *inv_type == MSG_FILTERED_BLOCK
+    )
+}
+
 /// Whether the handler should see the message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Delivery {
@@ -55,9 +66,9 @@ pub(crate) fn on_received(
     use NetworkMessage as M;
     let version = shared.negotiated.protocol_version;
     match msg {
-        M::Version(_) | M::Verack => violation(Violation::RepeatedHandshake {
-            command: msg.cmd().to_string(),
-        }),
+        // Core's net_processing ignores a redundant `version` ("redundant version message")
+        // and `verack` ("ignoring redundant verack message") and keeps the peer.
+        M::Version(_) | M::Verack => Ok(Delivery::Drop),
         M::WtxidRelay | M::SendAddrV2 => violation(Violation::LateNegotiation {
             command: msg.cmd().to_string(),
         }),
@@ -81,6 +92,22 @@ pub(crate) fn on_received(
             } else {
                 Ok(Delivery::Drop)
             }
+        }
+        // Core disconnects a peer that asks for the mempool or a filtered block when we do not
+        // offer NODE_BLOOM ("mempool request with bloom filters disabled", "filtered block
+        // request received when NODE_BLOOM service disabled"), whatever its version.
+        M::MemPool if !shared.config.services.has(ServiceFlags::BLOOM) => {
+            violation(Violation::BloomNotOffered {
+                command: msg.cmd().to_string(),
+            })
+        }
+        M::GetData(items)
+            if !shared.config.services.has(ServiceFlags::BLOOM)
+                && items.iter().any(is_filtered_block) =>
+        {
+            violation(Violation::BloomNotOffered {
+                command: "getdata(filtered block)".to_string(),
+            })
         }
         M::Ping(nonce) => {
             if version > BIP31_VERSION {

@@ -34,6 +34,7 @@ use super::ping::{PingAction, BIP31_VERSION};
 use super::queue::Queue;
 use super::receive::{on_received, Delivery};
 use super::{Direction, DisconnectReason, Negotiated, Peer, PeerId};
+use crate::wire::DecodeError;
 
 /// Frames coalesced into one socket write: up to this many bytes…
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -309,8 +310,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Err(ReadError::Closed) => return DisconnectReason::RemoteClosed,
             Err(ReadError::Decode(e)) if !e.is_fatal() => {
                 // Core drops a frame with a bad checksum or undecodable payload and keeps the
-                // connection.
+                // connection. A `pong` too short for its nonce still ends the pending ping
+                // (Core's "Short payload").
                 tracing::debug!(peer = shared.ctx.id.0, error = %e, "skipping bad frame");
+                if matches!(&e, DecodeError::Undecodable { command, .. } if command == "pong")
+                    && shared.state().ping.cancel()
+                {
+                    shared.wake.notify_one();
+                }
                 continue;
             }
             Err(ReadError::Decode(e)) => return DisconnectReason::Framing(e),
