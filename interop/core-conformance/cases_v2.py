@@ -273,3 +273,50 @@ def missing_garbage_terminator(ctx):
     check(not raw.pump(1.0), "disconnected one byte before the garbage limit")
     raw.send(b"\x00")
     check(raw.wait_closed(3), "not disconnected after 4,175 bytes without a garbage terminator")
+
+
+class MagicPrefixedKeyState(EncryptedP2PState):
+    """A genuine v2 initiator whose ElligatorSwift public key starts with the network magic
+    (about 1 in 2^32 keys; BIP324 does not ask initiators to avoid them). The encoding is
+    u || t with u chosen to begin with the magic and t solved for our real public key, so the
+    whole handshake and the session that follows are genuine."""
+
+    def generate_keypair_and_garbage(self, garbage_len=None):
+        from test_framework.crypto.ellswift import xswiftec_inv
+        from test_framework.crypto.secp256k1 import FE, G, GE
+        for _ in range(1000):  # each try succeeds with probability about 1/8
+            priv = random.randrange(1, GE.ORDER)
+            u = FE(int.from_bytes(MAGIC + random.randbytes(28), "big"))
+            t = xswiftec_inv((priv * G).x, u, random.randrange(8))
+            if t is not None:
+                break
+        else:
+            raise Fail("could not encode a key starting with the magic in 1000 tries")
+        self.privkey_ours = priv.to_bytes(32, "big")
+        self.ellswift_ours = u.to_bytes() + t.to_bytes()
+        assert self.ellswift_ours[:4] == MAGIC
+        if garbage_len is None:
+            garbage_len = random.randrange(MAX_GARBAGE_LEN + 1)
+        self.sent_garbage = random.randbytes(garbage_len)
+        return self.ellswift_ours + self.sent_garbage
+
+
+class MagicPrefixedKeyPeer(P2PInterface):
+    def connection_made(self, transport):
+        self.v2_state = MagicPrefixedKeyState(initiating=True, net="regtest")
+        super().connection_made(transport)
+
+
+@case("v2_transport.key_starting_with_the_magic_completes")
+def key_starting_with_the_magic_completes(ctx):
+    """Beyond Core's EARLY_KEY_RESPONSE (which never finishes its handshake): a real initiator
+    whose key starts with the magic completes BIP324, version/verack and ping over v2, and
+    verack reports the same session id."""
+    peer = ctx.connect(MagicPrefixedKeyPeer(), v2=True)
+    check(peer.v2_state.ellswift_ours[:4] == MAGIC, "the key did not start with the magic")
+    info = ctx.wait_peer_info(peer)
+    check(info.get("transport_protocol_type") == "v2",
+          f"verack reports {info.get('transport_protocol_type')}, not v2")
+    ours = peer.v2_state.peer["session_id"].hex()
+    check(info.get("session_id") == ours,
+          f"session ids differ: verack {info.get('session_id')}, ours {ours}")
