@@ -456,3 +456,122 @@ fn tree_access_sees_the_tree() {
     tree.with_tree(&mut |t| height = t.height());
     assert_eq!(height, 0);
 }
+
+/// The start-up check's cost (BENCHMARKS.md, "Header store start-up check"): a synthetic
+/// regtest chain of 100,000 and 900,000 headers written to a store, then the median of 5
+/// `open_checked` calls (quick_check, then every row read, hashed and linked) and of the tree
+/// built from the result, as the node does at start; beside it, a plain load (the rows read and
+/// decoded, nothing checked: what the node did before the check existed). Warm page cache (a
+/// restart); with `VERACK_BENCH_COLD=1`, as root, also one cold run each (page cache dropped
+/// first). Run with
+/// `cargo test --release -p verack-node --bin verack store_check_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; see the doc comment"]
+fn store_check_cost() {
+    use std::time::Instant;
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    eprintln!("machine: {cpu}, {cores} cores, {profile} build");
+    let chain = extend(&genesis(), 0, 900_000, 1);
+    for n in [100_000usize, 900_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("headers.sqlite");
+        let written = Instant::now();
+        stored(&path, &chain[..n]);
+        let written = written.elapsed();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let (mut totals, mut checks, mut trees) = (Vec::new(), Vec::new(), Vec::new());
+        let mut plain = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            assert_eq!(plain_load(&path).len(), n);
+            plain.push(started.elapsed());
+
+            let started = Instant::now();
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            assert_eq!(super::check::quick_check(&conn).unwrap(), None);
+            drop(conn);
+            checks.push(started.elapsed());
+
+            let started = Instant::now();
+            let opened = open_checked(&path, genesis_hash()).unwrap();
+            assert_eq!(opened.headers.len(), n);
+            assert!(opened.repair.is_none());
+            let checked = started.elapsed();
+            let tree =
+                HeaderTree::from_active_chain(ChainParams::new(Network::Regtest), opened.headers)
+                    .unwrap();
+            assert_eq!(tree.height() as usize, n);
+            totals.push(checked);
+            trees.push(started.elapsed() - checked);
+        }
+        let (total, check, tree) = (median(totals), median(checks), median(trees));
+        eprintln!(
+            "{{\"bench\":\"store_check\",\"headers\":{n},\"file_bytes\":{size},\
+             \"write_ms\":{:.0},\"open_check_load_ms\":{:.1},\"quick_check_ms\":{:.1},\
+             \"plain_load_ms\":{:.1},\"tree_build_ms\":{:.1},\"us_per_header\":{:.2},\
+             \"cache\":\"warm\",\"profile\":\"{profile}\"}}",
+            ms(written),
+            ms(total),
+            ms(check),
+            ms(median(plain)),
+            ms(tree),
+            ms(total) * 1000.0 / n as f64
+        );
+        if std::env::var("VERACK_BENCH_COLD").as_deref() == Ok("1") {
+            let drop_caches = || {
+                let _ = std::process::Command::new("sync").status();
+                std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+            };
+            if drop_caches() {
+                let started = Instant::now();
+                let opened = open_checked(&path, genesis_hash()).unwrap();
+                let cold = started.elapsed();
+                drop(opened);
+                drop_caches();
+                let started = Instant::now();
+                plain_load(&path);
+                let cold_plain = started.elapsed();
+                eprintln!(
+                    "{{\"bench\":\"store_check\",\"headers\":{n},\"open_check_load_ms\":{:.1},\
+                     \"plain_load_ms\":{:.1},\"cache\":\"cold\",\"profile\":\"{profile}\"}}",
+                    ms(cold),
+                    ms(cold_plain)
+                );
+            }
+        }
+    }
+}
+
+/// The rows read and decoded, nothing checked (the load before the start-up check existed).
+fn plain_load(path: &Path) -> Vec<Header> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT header FROM headers WHERE height > 0 ORDER BY height")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|bytes| bitcoin::consensus::deserialize(&bytes.unwrap()).unwrap())
+        .collect();
+    rows
+}
