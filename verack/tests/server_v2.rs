@@ -55,7 +55,17 @@ impl Dialer for Remote {
     }
 }
 
-async fn connect_once(remote_mode: V2Mode) -> (TransportKind, usize, bool) {
+/// How the server reaches the one remote of [`first_connection`].
+enum Dial {
+    /// An automatic full-relay connection to an address said to advertise `NODE_P2P_V2`.
+    Automatic,
+    /// A manual `connect_once_with` (services unknown) with this transport choice.
+    Manual(ManualTransport),
+}
+
+/// The server's first connection to a remote speaking `remote_mode`; returns the transport,
+/// the dials made and whether the address ended in the v1-only cache.
+async fn first_connection(remote_mode: V2Mode, dial: Dial) -> (TransportKind, usize, bool) {
     let target: SocketAddr = "40.0.0.1:8333".parse().unwrap();
     let mut remote_cfg = config();
     remote_cfg.v2 = remote_mode;
@@ -64,16 +74,23 @@ async fn connect_once(remote_mode: V2Mode) -> (TransportKind, usize, bool) {
         dials: Arc::default(),
     };
     let mut cfg = ServerConfig::new(config());
-    cfg.target_full_relay = 1;
+    cfg.target_full_relay = usize::from(matches!(dial, Dial::Automatic));
     cfg.target_block_relay = 0;
     cfg.feeler_interval = None;
     let cache = cfg.peer.v1_only_cache.clone();
     let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
-        .with_dialer(remote.clone())
-        .with_address_source(V2Advertiser(target));
+        .with_dialer(remote.clone());
+    let server = match dial {
+        Dial::Automatic => server.with_address_source(V2Advertiser(target)),
+        Dial::Manual(_) => server.with_address_source(FixedAddresses::default()),
+    };
     let mut events = server.subscribe();
     let shutdown = CancellationToken::new();
     server.start(shutdown.clone()).await.unwrap();
+    if let Dial::Manual(transport) = dial {
+        assert!(server.connect_once_with(target, transport));
+        assert_eq!(server.manual_transport(target), transport);
+    }
     let transport = loop {
         if let PeerEvent::Connected { negotiated, .. } = events.recv().await.unwrap() {
             break negotiated.transport.kind();
@@ -83,6 +100,14 @@ async fn connect_once(remote_mode: V2Mode) -> (TransportKind, usize, bool) {
     server.stopped().await.unwrap();
     let dials = *remote.dials.lock().unwrap();
     (transport, dials, cache.contains(target))
+}
+
+async fn connect_once(remote_mode: V2Mode) -> (TransportKind, usize, bool) {
+    first_connection(remote_mode, Dial::Automatic).await
+}
+
+async fn manual(remote_mode: V2Mode, transport: ManualTransport) -> (TransportKind, usize, bool) {
+    first_connection(remote_mode, Dial::Manual(transport)).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,40 +124,6 @@ async fn v1_only_remote_is_redialled_once_over_v1_and_remembered() {
     assert_eq!(transport, TransportKind::V1);
     assert_eq!(dials, 2, "one v2 attempt, one v1 re-dial");
     assert!(cached, "remembered as v1-only");
-}
-
-/// A manual connection (`connect_once_with`) to a remote with unknown services; returns the
-/// transport, the dials made and whether the address ended in the v1-only cache.
-async fn manual(remote_mode: V2Mode, transport: ManualTransport) -> (TransportKind, usize, bool) {
-    let target: SocketAddr = "41.0.0.1:8333".parse().unwrap();
-    let mut remote_cfg = config();
-    remote_cfg.v2 = remote_mode;
-    let remote = Remote {
-        cfg: remote_cfg,
-        dials: Arc::default(),
-    };
-    let mut cfg = ServerConfig::new(config());
-    cfg.target_full_relay = 0;
-    cfg.target_block_relay = 0;
-    cfg.feeler_interval = None;
-    let cache = cfg.peer.v1_only_cache.clone();
-    let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
-        .with_dialer(remote.clone())
-        .with_address_source(FixedAddresses::default());
-    let mut events = server.subscribe();
-    let shutdown = CancellationToken::new();
-    server.start(shutdown.clone()).await.unwrap();
-    assert!(server.connect_once_with(target, transport));
-    assert_eq!(server.manual_transport(target), transport);
-    let transport = loop {
-        if let PeerEvent::Connected { negotiated, .. } = events.recv().await.unwrap() {
-            break negotiated.transport.kind();
-        }
-    };
-    shutdown.cancel();
-    server.stopped().await.unwrap();
-    let dials = *remote.dials.lock().unwrap();
-    (transport, dials, cache.contains(target))
 }
 
 #[tokio::test(start_paused = true)]
