@@ -16,8 +16,8 @@ mod settings;
 mod store;
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
@@ -26,6 +26,7 @@ use verack::addrman::{AddrMan, AddrManConfig};
 use verack::chain::{ChainParams, HeaderTree};
 use verack::peer::{PeerConfig, StartHeight};
 use verack::server::{AddrManSource, Server, ServerConfig, ServerError};
+use verack::sync::{SyncConfig, SyncManager};
 
 use node::{Node, NodeHandlers};
 use settings::{Args, Settings};
@@ -141,23 +142,17 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         }
     })?;
     tracing::info!(network = %human::network(settings.network), height = tree.height(), tip = %tree.tip().hash, datadir = %dir.display(), "starting");
-    let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
-    let node = Node::new(settings.network, tree, store_tx);
-    let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(node::store_writer(
-        opened.store,
-        store_status.clone(),
-        store_rx,
-        node.clone(),
-        writer_stop.clone(),
-    ));
+    // Sync: the manager owns the tree; the node is built once the server exists.
+    let tip_height = Arc::new(AtomicI32::new(tree.height() as i32));
+    let sync_config = SyncConfig::new(tree.params());
+    let sync = SyncManager::new(tree, sync_config, rand::random());
 
     let mut peer = PeerConfig::new(settings.network);
     if !settings.v2transport {
         peer.v2 = verack::transport::V2Mode::Off;
     }
     let local_services = peer.advertised_services().to_u64();
-    let tip = node.tip_height.clone();
+    let tip = tip_height.clone();
     peer.start_height = StartHeight::Callback(Arc::new(move || tip.load(Ordering::Relaxed)));
     let mut config = ServerConfig::new(peer);
     config.listen = settings.listen.into_iter().collect();
@@ -186,13 +181,39 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     }
     tracing::info!(addresses = man.size(None, None), "address manager loaded");
     let addrman = Arc::new(AddrManSource::new(man, Some(peers_path)));
+    let (sync_tx, sync_rx) = node::sync_queue();
+    let metrics_cell = Arc::new(OnceLock::new());
     let server = Arc::new(
-        Server::new(config, NodeHandlers { node: node.clone() })
+        Server::new(config, NodeHandlers::new(sync_tx, metrics_cell.clone()))
             .with_address_source(addrman.clone()),
     );
-    node.set_server(&server);
+    // Subscribed before the start, so the sync task sees every peer.
+    let sync_events = server.subscribe();
+    let node = Node::new(
+        settings.network,
+        sync,
+        server.clone(),
+        tip_height,
+        metrics_cell,
+    );
+    let (store_tx, store_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(node::store_writer(
+        opened.store,
+        store_status.clone(),
+        store_rx,
+        node.clone(),
+        writer_stop.clone(),
+    ));
 
     let shutdown = CancellationToken::new();
+    let sync_task = tokio::spawn(node::run_sync(
+        node.clone(),
+        sync_events,
+        sync_rx,
+        store_tx,
+        shutdown.clone(),
+    ));
     let rpc_listener = tokio::net::TcpListener::bind(settings.rpc)
         .await
         .map_err(|source| NodeError::Bind {
@@ -285,6 +306,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     tracing::info!("shutting down");
     shutdown.cancel();
     let stopped = server.stopped().await;
+    let _ = sync_task.await;
     let _ = rpc_task.await;
     if let Some(task) = metrics_task {
         let _ = task.await;

@@ -1,58 +1,74 @@
-//! The node's shared state and the per-peer message handler: headers-first sync, following
-//! announcements, serving `getheaders`, announcing new tips.
+//! The node's shared state, the sync task that drives [`verack::sync::SyncManager`], and the
+//! thin per-peer message handlers.
 //!
-//! Sync: one outbound peer at a time is the *sync peer* (Core's initial-headers-sync peer); it
-//! gets `getheaders` with our locator and, after each full batch of 2000, another from the last
-//! header it sent. When it stalls (the peer core's 2-minute headers deadline disconnects it) or
-//! sends an invalid header (scored 100: banned unless local or trusted), another outbound peer
-//! takes over. Once synced, every new outbound peer also gets one `getheaders`, and block
-//! announcements (`inv`, or `headers` under BIP130 `sendheaders`) are followed from any peer.
-//! Headers that do not connect trigger a `getheaders` for the gap instead of a penalty.
+//! # Who owns what
+//! - **Sync state** (the header tree, the initial-sync peer, each peer's best known header,
+//!   the presync states) belongs to the [`SyncManager`] in [`Node`], behind a `RwLock`. Only
+//!   the sync task ([`run_sync`]) takes the write lock, once per input; everyone else (the
+//!   RPC, the store writer, metrics, progress) reads through [`Node::tree`], [`Node::sync`]
+//!   and [`Node::is_synced`], holding the read lock briefly. No decision is taken outside the
+//!   manager.
+//! - **Inputs** reach the sync task from two places: the server's
+//!   `PeerEvent::Connected`/`Disconnected` ([`Server::subscribe`]) and a bounded channel
+//!   ([`sync_queue`], [`SYNC_QUEUE`] entries) fed by each peer's [`PeerHandler`] with its
+//!   `headers`, block `inv`, `getheaders` and `sendheaders`. A full queue makes handlers wait,
+//!   so peers stop being read (the peer's receive backpressure) rather than queueing without
+//!   bound. `getheaders` goes through the manager too, so serving follows the same rules and
+//!   updates the peer's best header sent (which BIP130 announcements depend on).
+//! - **Ordering**: the server emits a peer's `Connected` before its handler exists, so before
+//!   any of its messages; the task reads every pending server event before each queued
+//!   message, so the manager always learns of a peer before hearing from it. Messages of a
+//!   peer already gone are ignored by the manager.
+//! - **Actions** are carried out through the peer's [`PeerHandle`] (kept by the task from
+//!   `Connected` to `Disconnected`) and [`Server::misbehaving`]; tip changes go to the store
+//!   writer.
+//! - **No back-reference**: the server is built first, with handlers that hold only the queue's
+//!   sender; the node is built next and holds the server. `Disconnected` carries the peer's
+//!   final stats, folded into the departed-traffic totals here.
 
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::block::Header;
-use bitcoin::hashes::Hash;
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::message_blockdata::{GetHeadersMessage, Inventory};
-use bitcoin::{BlockHash, Network};
+use bitcoin::Network;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::mpsc;
-use verack::chain::{HeaderError, HeaderTree, TipChange};
-use verack::peer::{Direction, MessageHandler, PeerHandle, PeerId};
-use verack::server::{ConnectionKind, PeerHandlers, Server};
+use tokio_util::sync::CancellationToken;
+use verack::chain::{HeaderTree, TipChange};
+use verack::peer::{MessageHandler, PeerHandle, PeerId, PeerStats};
+use verack::server::{ConnectionKind, PeerEvent, PeerHandlers, Server};
+use verack::sync::{Action, Announcement, Input, PeerInfo, SyncManager};
 
-/// Headers per `headers` message (Core's `MAX_HEADERS_RESULTS`).
-pub const MAX_HEADERS: usize = 2000;
-/// New tip headers announced by `headers` to BIP130 peers at most (Core's
-/// `MAX_BLOCKS_TO_ANNOUNCE`).
-pub const MAX_BLOCKS_TO_ANNOUNCE: usize = 8;
-/// A tip older than this means we are still catching up (Core's `DEFAULT_MAX_TIP_AGE`).
-pub const MAX_TIP_AGE: Duration = Duration::from_secs(24 * 3600);
-/// The first version with `sendheaders` (BIP130).
-pub const SENDHEADERS_VERSION: u32 = 70012;
+use crate::metrics::Metrics;
 
-/// State shared by every peer handler, the RPC and the progress reporter.
+/// Entries the sync queue holds before peer handlers wait: 1024 messages.
+pub const SYNC_QUEUE: usize = 1024;
+/// How often the sync task ticks the manager (sync timeouts): every second.
+pub const SYNC_TICK: Duration = Duration::from_secs(1);
+
+/// State shared by the sync task, the RPC, metrics and the progress reporter.
 pub struct Node {
     /// The network.
     pub network: Network,
-    tree: Mutex<HeaderTree>,
-    store: mpsc::UnboundedSender<TipChange>,
-    server: OnceLock<Weak<Server<NodeHandlers>>>,
-    sync_peer: Mutex<Option<PeerId>>,
-    /// The best height any peer claimed (for progress).
+    sync: RwLock<SyncManager>,
+    server: Arc<Server<NodeHandlers>>,
+    /// The best height any peer claimed or sent headers for (for progress).
     pub best_known_height: AtomicI32,
-    /// Our tip height, readable without the tree lock (for `version` start heights).
+    /// Our tip height, readable without a lock (for `version` start heights).
     pub tip_height: Arc<AtomicI32>,
-    /// Headers accepted since start.
+    /// Headers accepted onto the active chain since start.
     pub headers_accepted: AtomicU64,
     /// When the node started.
     pub started: SystemTime,
     /// Bytes sent to and received from peers that have disconnected (for `getnettotals`).
     pub departed_bytes: (AtomicU64, AtomicU64),
-    /// The metrics, when enabled.
-    pub metrics: OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The metrics, when enabled (shared with the peer handlers, which time pings).
+    pub metrics: Arc<OnceLock<Arc<Metrics>>>,
 }
 
 /// Unix seconds now.
@@ -63,294 +79,371 @@ pub fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// The header tree, read-locked (hold it briefly: the sync task waits for it).
+pub struct TreeGuard<'a>(RwLockReadGuard<'a, SyncManager>);
+
+impl Deref for TreeGuard<'_> {
+    type Target = HeaderTree;
+    fn deref(&self) -> &HeaderTree {
+        self.0.tree()
+    }
+}
+
 impl Node {
-    /// A node over `tree`, sending every tip change to the store writer `store`.
+    /// A node whose sync state is `sync`, talking to peers through `server`; `tip_height` is
+    /// the counter the server's `version` messages read, `metrics` the cell the handlers of
+    /// `server` share.
     pub fn new(
         network: Network,
-        tree: HeaderTree,
-        store: mpsc::UnboundedSender<TipChange>,
+        sync: SyncManager,
+        server: Arc<Server<NodeHandlers>>,
+        tip_height: Arc<AtomicI32>,
+        metrics: Arc<OnceLock<Arc<Metrics>>>,
     ) -> Arc<Node> {
-        let height = tree.height() as i32;
+        let height = sync.tree().height() as i32;
+        tip_height.store(height, Ordering::Relaxed);
         Arc::new(Node {
             network,
-            tree: Mutex::new(tree),
-            store,
-            server: OnceLock::new(),
-            sync_peer: Mutex::new(None),
-            best_known_height: AtomicI32::new(height),
-            tip_height: Arc::new(AtomicI32::new(height)),
+            best_known_height: AtomicI32::new(sync.best_known_height()),
+            sync: RwLock::new(sync),
+            server,
+            tip_height,
             headers_accepted: AtomicU64::new(0),
             started: SystemTime::now(),
             departed_bytes: (AtomicU64::new(0), AtomicU64::new(0)),
-            metrics: OnceLock::new(),
+            metrics,
         })
     }
 
-    /// Links the server (once, right after creating it).
-    pub fn set_server(&self, server: &Arc<Server<NodeHandlers>>) {
-        let _ = self.server.set(Arc::downgrade(server));
-    }
-
-    /// The server, while it exists.
+    /// The server (always there; `Option` for the callers written when it could be gone).
     pub fn server(&self) -> Option<Arc<Server<NodeHandlers>>> {
-        self.server.get().and_then(Weak::upgrade)
+        Some(self.server.clone())
     }
 
-    /// The header tree (short-held lock).
-    pub fn tree(&self) -> MutexGuard<'_, HeaderTree> {
-        self.tree.lock().expect("header tree lock")
+    /// The sync manager, read-locked (per-peer sync state, presync heights).
+    pub fn sync(&self) -> RwLockReadGuard<'_, SyncManager> {
+        self.sync.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The header tree, read-locked.
+    pub fn tree(&self) -> TreeGuard<'_> {
+        TreeGuard(self.sync())
+    }
+
+    /// Only the sync task writes.
+    fn sync_mut(&self) -> RwLockWriteGuard<'_, SyncManager> {
+        self.sync.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the tip is recent and has the minimum chain work (Core's
     /// `IsInitialBlockDownload` inverted, for headers).
     pub fn is_synced(&self) -> bool {
-        let tree = self.tree();
-        tree.is_synced_enough()
-            && unix_now().saturating_sub(tree.tip().header.time) < MAX_TIP_AGE.as_secs() as u32
+        self.sync().is_synced(SystemTime::now())
     }
 
-    fn note_height(&self, height: i32) {
-        self.best_known_height.fetch_max(height, Ordering::Relaxed);
-    }
-
-    /// A new peer was admitted.
-    fn peer_admitted(&self, peer: &PeerHandle, kind: ConnectionKind) {
-        self.note_height(peer.negotiated().start_height);
-        if peer.negotiated().protocol_version >= SENDHEADERS_VERSION {
-            let _ = peer.send(NetworkMessage::SendHeaders);
-        }
-        if kind == ConnectionKind::Inbound {
-            return;
-        }
-        let mut sync = self.sync_peer.lock().expect("sync peer lock");
-        if sync.is_none() {
-            *sync = Some(peer.id());
-            drop(sync);
-            tracing::info!(peer = peer.id().0, addr = %peer.remote(), "syncing headers");
-            self.request_headers(peer, None);
-        } else if self.is_synced() {
-            drop(sync);
-            self.request_headers(peer, None);
-        }
-    }
-
-    /// A peer's handler ended: if it was the sync peer, hand over to another outbound peer.
-    fn peer_gone(&self, id: PeerId) {
-        let mut sync = self.sync_peer.lock().expect("sync peer lock");
-        if *sync != Some(id) {
-            return;
-        }
-        *sync = None;
-        let Some(server) = self.server() else { return };
-        let next = server
-            .handles()
-            .into_iter()
-            .find(|h| h.direction() == Direction::Outbound && h.id() != id && !h.is_disconnected());
-        if let Some(next) = next {
-            *sync = Some(next.id());
-            drop(sync);
-            tracing::info!(peer = next.id().0, addr = %next.remote(), "sync peer gone; syncing from another peer");
-            self.request_headers(&next, None);
-        }
-    }
-
-    /// Sends `getheaders` from `after` (the last header a peer sent) or from our tip.
-    fn request_headers(&self, peer: &PeerHandle, after: Option<BlockHash>) {
-        let mut locator = self.tree().locator();
-        if let Some(last) = after {
-            // Continue from the last header received even if it is not (yet) on our best chain,
-            // or a long heavier fork would be requested from its start again and again.
-            if locator.first() != Some(&last) {
-                locator.insert(0, last);
-            }
-        }
-        let _ = peer.push_getheaders(locator, BlockHash::all_zeros());
-    }
-
-    /// Validates and stores headers from `peer`, then continues or follows up.
-    fn on_headers(&self, peer: &PeerHandle, headers: Vec<Header>) {
-        if headers.is_empty() {
-            return;
-        }
-        if let Some(index) = verack::chain::first_discontinuity(&headers) {
-            // Core's CheckHeadersAreContinuous, before anything else: misbehaviour, and
-            // Core disconnects (and discourages) the peer.
-            tracing::warn!(peer = peer.id().0, addr = %peer.remote(), index, "non-continuous headers sequence");
-            if let Some(server) = self.server() {
-                server.misbehaving(peer.id(), 100, "non-continuous headers sequence");
-            }
-            peer.disconnect();
-            return;
-        }
-        let count = headers.len();
-        let last = headers[count - 1].block_hash();
-        let outcome = self.tree().accept(&headers, unix_now());
-        let (change, error) = match outcome {
-            Ok(change) => (change, None),
-            Err(rejected) => (rejected.tip_change, Some(rejected.error)),
-        };
-        if let Some(change) = change {
-            self.tip_changed(change, Some(peer.id()));
-        }
-        match error {
-            None => {
-                if let Some(entry) = self.tree().get(&last) {
-                    peer.update_last_block_height(entry.height as i32);
-                    self.note_height(entry.height as i32);
-                }
-                if count == MAX_HEADERS {
-                    self.request_headers(peer, Some(last));
-                }
-            }
-            Some(HeaderError::UnknownParent { .. }) => {
-                tracing::debug!(
-                    peer = peer.id().0,
-                    "headers do not connect; asking for the gap"
-                );
-                self.request_headers(peer, None);
-            }
-            Some(error) => {
-                tracing::warn!(peer = peer.id().0, addr = %peer.remote(), %error, "invalid header");
-                if let Some(server) = self.server() {
-                    server.misbehaving(peer.id(), 100, &format!("invalid header: {error}"));
-                }
-            }
-        }
-    }
-
-    /// Records, persists and announces a new tip.
-    fn tip_changed(&self, change: TipChange, source: Option<PeerId>) {
-        let connected = change.connected.len();
-        self.headers_accepted
-            .fetch_add(connected as u64, Ordering::Relaxed);
-        let Some(tip) = change.connected.last().cloned() else {
-            return;
-        };
-        self.tip_height.store(tip.height as i32, Ordering::Relaxed);
-        self.note_height(tip.height as i32);
-        if !change.disconnected.is_empty() {
-            tracing::warn!(
-                fork_height = change.fork_height,
-                depth = change.disconnected.len(),
-                old_tip = %change.old_tip,
-                new_tip = %change.new_tip,
-                "reorganisation"
-            );
-        }
-        let announce: Vec<Header> = change
-            .connected
-            .iter()
-            .rev()
-            .take(MAX_BLOCKS_TO_ANNOUNCE)
-            .rev()
-            .map(|e| e.header)
-            .collect();
-        let _ = self.store.send(change);
-        if !self.is_synced() {
-            return;
-        }
-        let Some(server) = self.server() else { return };
-        // Handles only: gathering every peer's stats per tip change would be wasted work.
-        for handle in server.handles() {
-            if Some(handle.id()) == source {
-                continue;
-            }
-            if handle.remote_features().send_headers {
-                let _ = handle.send(NetworkMessage::Headers(announce.clone()));
-            } else {
-                let _ = handle.queue_inventory([Inventory::Block(tip.hash)]);
-            }
-        }
-    }
-
-    /// Answers `getheaders` as Core: nothing while we are still syncing (so we never hand out a
-    /// low-work chain), else up to 2000 headers after the locator's fork point.
-    fn on_getheaders(&self, peer: &PeerHandle, msg: GetHeadersMessage) {
-        if !self.tree().is_synced_enough() {
-            tracing::debug!(
-                peer = peer.id().0,
-                "ignoring getheaders below the minimum chain work"
-            );
-            return;
-        }
-        let headers = self
-            .tree()
-            .headers_after(&msg.locator_hashes, msg.stop_hash, MAX_HEADERS);
-        let _ = peer.send(NetworkMessage::Headers(headers));
-    }
-
-    /// A block `inv`: ask for headers if any announced block is unknown.
-    fn on_inv(&self, peer: &PeerHandle, inv: Vec<Inventory>) {
-        let unknown = inv.iter().any(|i| match i {
-            Inventory::Block(h) | Inventory::WitnessBlock(h) | Inventory::CompactBlock(h) => {
-                !self.tree().contains(h)
-            }
-            _ => false,
-        });
-        if unknown {
-            self.request_headers(peer, None);
+    /// Folds a departed peer's final traffic into the totals and the metrics.
+    fn departed(&self, stats: &PeerStats) {
+        self.departed_bytes
+            .0
+            .fetch_add(stats.bytes_sent, Ordering::Relaxed);
+        self.departed_bytes
+            .1
+            .fetch_add(stats.bytes_received, Ordering::Relaxed);
+        if let Some(metrics) = self.metrics.get() {
+            metrics.departed_peer(&crate::observe::sample(stats));
         }
     }
 }
 
+/// The sync queue: the sender goes to [`NodeHandlers::new`], the receiver to [`run_sync`].
+pub fn sync_queue() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
+    mpsc::channel(SYNC_QUEUE)
+}
+
+/// Drives the node's [`SyncManager`] until `stop` is cancelled: server `events` (subscribed
+/// before the server starts), the handlers' `inputs`, and a [`SYNC_TICK`] timer go in;
+/// actions are carried out through the server and the peers' handles; tip changes go to
+/// `store`. See the [module docs](self) for the ownership rules.
+pub async fn run_sync(
+    node: Arc<Node>,
+    mut events: broadcast::Receiver<PeerEvent>,
+    mut inputs: mpsc::Receiver<Input>,
+    store: mpsc::UnboundedSender<TipChange>,
+    stop: CancellationToken,
+) {
+    let mut glue = SyncGlue {
+        node,
+        handles: HashMap::new(),
+        store,
+    };
+    let mut tick = tokio::time::interval(SYNC_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            event = events.recv() => match event {
+                Ok(event) => glue.on_event(event),
+                Err(RecvError::Lagged(missed)) => glue.reconcile(missed),
+                Err(RecvError::Closed) => break,
+            },
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                // A peer's Connected was emitted before any of its messages was queued.
+                glue.drain_events(&mut events);
+                glue.apply(input);
+            }
+            _ = tick.tick() => glue.apply(Input::Tick),
+        }
+    }
+}
+
+/// The sync task's state: the node, the handles of connected peers, the store's channel.
+struct SyncGlue {
+    node: Arc<Node>,
+    handles: HashMap<PeerId, PeerHandle>,
+    store: mpsc::UnboundedSender<TipChange>,
+}
+
+impl SyncGlue {
+    fn drain_events(&mut self, events: &mut broadcast::Receiver<PeerEvent>) {
+        loop {
+            match events.try_recv() {
+                Ok(event) => self.on_event(event),
+                Err(TryRecvError::Lagged(missed)) => self.reconcile(missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Connected {
+                id,
+                kind,
+                negotiated,
+                ..
+            } => {
+                if self.handles.contains_key(&id) {
+                    return; // Already added by a reconcile.
+                }
+                if let Some(handle) = self.node.server.peer(id) {
+                    self.handles.insert(id, handle);
+                }
+                self.apply(Input::Connected(PeerInfo::from_negotiated(
+                    id,
+                    kind,
+                    &negotiated,
+                )));
+            }
+            PeerEvent::Disconnected { id, stats, .. } => {
+                self.node.departed(&stats);
+                self.handles.remove(&id);
+                self.apply(Input::Disconnected(id));
+            }
+            _ => {}
+        }
+    }
+
+    /// After missing `missed` events: the server's peers are the truth.
+    fn reconcile(&mut self, missed: u64) {
+        tracing::warn!(
+            missed,
+            "sync task fell behind the server's events; re-reading the peer list"
+        );
+        let server = self.node.server.clone();
+        let current = server.handles();
+        let infos: Vec<PeerInfo> = current
+            .iter()
+            .map(|h| {
+                let kind = server.kind_of(h.id()).unwrap_or(ConnectionKind::Inbound);
+                PeerInfo::from_negotiated(h.id(), kind, h.negotiated())
+            })
+            .collect();
+        let known: Vec<PeerId> = self.node.sync().peer_ids().collect();
+        self.handles
+            .retain(|id, _| current.iter().any(|h| h.id() == *id));
+        for handle in current {
+            self.handles.entry(handle.id()).or_insert(handle);
+        }
+        for input in reconcile_inputs(&known, infos) {
+            self.apply(input);
+        }
+    }
+
+    fn apply(&mut self, input: Input) {
+        let actions = {
+            let mut sync = self.node.sync_mut();
+            let actions = sync.handle(input, SystemTime::now());
+            self.node
+                .tip_height
+                .store(sync.tree().height() as i32, Ordering::Relaxed);
+            self.node
+                .best_known_height
+                .fetch_max(sync.best_known_height(), Ordering::Relaxed);
+            actions
+        };
+        for action in actions {
+            self.execute(action);
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        let handle = |peer: &PeerId| self.handles.get(peer);
+        match action {
+            Action::GetHeaders {
+                peer,
+                locator,
+                stop,
+            } => {
+                if let Some(h) = handle(&peer) {
+                    let _ = h.push_getheaders(locator, stop);
+                }
+            }
+            Action::SendHeaders { peer, headers } => {
+                if let Some(h) = handle(&peer) {
+                    let _ = h.send(NetworkMessage::Headers(headers));
+                }
+            }
+            Action::PreferHeaders { peer } => {
+                if let Some(h) = handle(&peer) {
+                    let _ = h.send(NetworkMessage::SendHeaders);
+                }
+            }
+            Action::Announce { peer, announcement } => {
+                if let Some(h) = handle(&peer) {
+                    let _ = match announcement {
+                        Announcement::Headers(headers) => h.send(NetworkMessage::Headers(headers)),
+                        Announcement::Inv(hash) => h.queue_inventory([Inventory::Block(hash)]),
+                    };
+                }
+            }
+            Action::Misbehaving { peer, reason } => {
+                self.node
+                    .server
+                    .misbehaving(peer, reason.score(), &reason.to_string());
+            }
+            Action::Disconnect { peer, reason } => {
+                if let Some(h) = handle(&peer) {
+                    tracing::info!(peer = peer.0, addr = %h.remote(), %reason, "disconnecting");
+                    h.disconnect();
+                }
+            }
+            Action::Persist(change) => {
+                self.node
+                    .headers_accepted
+                    .fetch_add(change.connected.len() as u64, Ordering::Relaxed);
+                let _ = self.store.send(change);
+            }
+            Action::PeerBestHeight { peer, height } => {
+                if let Some(h) = handle(&peer) {
+                    h.update_last_block_height(i32::try_from(height).unwrap_or(i32::MAX));
+                }
+            }
+        }
+    }
+}
+
+/// The inputs that bring a manager knowing peers `known` in line with the server's `current`
+/// peers: `Disconnected` for each known one no longer there, then `Connected` for each new one.
+fn reconcile_inputs(known: &[PeerId], current: Vec<PeerInfo>) -> Vec<Input> {
+    let mut out: Vec<Input> = known
+        .iter()
+        .filter(|id| !current.iter().any(|p| p.id == **id))
+        .map(|id| Input::Disconnected(*id))
+        .collect();
+    out.extend(
+        current
+            .into_iter()
+            .filter(|p| !known.contains(&p.id))
+            .map(Input::Connected),
+    );
+    out
+}
+
 /// Makes a [`PeerHandler`] for each admitted peer.
 pub struct NodeHandlers {
-    /// The shared node.
-    pub node: Arc<Node>,
+    sync: mpsc::Sender<Input>,
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
+}
+
+impl NodeHandlers {
+    /// Handlers feeding `sync` (from [`sync_queue`]) and timing pings into `metrics` once set.
+    pub fn new(sync: mpsc::Sender<Input>, metrics: Arc<OnceLock<Arc<Metrics>>>) -> NodeHandlers {
+        NodeHandlers { sync, metrics }
+    }
 }
 
 impl PeerHandlers for NodeHandlers {
     type Handler = PeerHandler;
 
-    fn handler(&self, peer: &PeerHandle, kind: ConnectionKind) -> PeerHandler {
-        self.node.peer_admitted(peer, kind);
+    fn handler(&self, peer: &PeerHandle, _kind: ConnectionKind) -> PeerHandler {
         PeerHandler {
-            node: self.node.clone(),
-            peer: peer.clone(),
+            id: peer.id(),
+            sync: self.sync.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
 
-/// One peer's handler; when dropped (the peer ended) a new sync peer is chosen if needed and
-/// the peer's final traffic is folded into the metrics.
+/// One peer's handler: forwards what sync needs to the sync task (waiting while its queue is
+/// full) and times pings. It decides nothing and does nothing when the peer ends.
 pub struct PeerHandler {
-    node: Arc<Node>,
-    peer: PeerHandle,
+    id: PeerId,
+    sync: mpsc::Sender<Input>,
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
 }
 
-impl Drop for PeerHandler {
-    fn drop(&mut self) {
-        let stats = self.peer.stats();
-        self.node
-            .departed_bytes
-            .0
-            .fetch_add(stats.bytes_sent, Ordering::Relaxed);
-        self.node
-            .departed_bytes
-            .1
-            .fetch_add(stats.bytes_received, Ordering::Relaxed);
-        if let Some(metrics) = self.node.metrics.get() {
-            metrics.departed_peer(&crate::observe::sample(&stats));
-        }
-        self.node.peer_gone(self.peer.id());
+impl PeerHandler {
+    async fn forward(&self, input: Input) {
+        // Fails only once the sync task has stopped (shutdown).
+        let _ = self.sync.send(input).await;
     }
 }
 
 impl MessageHandler for PeerHandler {
-    async fn on_headers(&mut self, peer: &PeerHandle, headers: Vec<Header>) {
-        self.node.on_headers(peer, headers);
+    async fn on_headers(&mut self, _peer: &PeerHandle, headers: Vec<Header>) {
+        self.forward(Input::Headers {
+            peer: self.id,
+            headers,
+        })
+        .await;
     }
 
-    async fn on_getheaders(&mut self, peer: &PeerHandle, msg: GetHeadersMessage) {
-        self.node.on_getheaders(peer, msg);
+    async fn on_getheaders(&mut self, _peer: &PeerHandle, msg: GetHeadersMessage) {
+        self.forward(Input::GetHeaders {
+            peer: self.id,
+            locator: msg.locator_hashes,
+            stop: msg.stop_hash,
+        })
+        .await;
     }
 
-    async fn on_inv(&mut self, peer: &PeerHandle, inv: Vec<Inventory>) {
-        self.node.on_inv(peer, inv);
+    async fn on_inv(&mut self, _peer: &PeerHandle, inv: Vec<Inventory>) {
+        let blocks: Vec<_> = inv
+            .iter()
+            .filter_map(|i| match i {
+                Inventory::Block(h) | Inventory::WitnessBlock(h) | Inventory::CompactBlock(h) => {
+                    Some(*h)
+                }
+                _ => None,
+            })
+            .collect();
+        if !blocks.is_empty() {
+            self.forward(Input::BlockInv {
+                peer: self.id,
+                blocks,
+            })
+            .await;
+        }
+    }
+
+    async fn on_sendheaders(&mut self, _peer: &PeerHandle) {
+        self.forward(Input::SendHeaders(self.id)).await;
     }
 
     async fn on_pong(&mut self, peer: &PeerHandle, _nonce: u64) {
-        if let (Some(metrics), Some(rtt)) = (self.node.metrics.get(), peer.stats().last_ping) {
+        if let (Some(metrics), Some(rtt)) = (self.metrics.get(), peer.stats().last_ping) {
             metrics.observe_ping(rtt);
         }
     }
@@ -374,4 +467,32 @@ pub async fn store_writer(
         }
     }
     crate::store::writer::run(store, status, changes, NodeTree(node), stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::p2p::ServiceFlags;
+
+    fn info(id: u64) -> PeerInfo {
+        PeerInfo {
+            id: PeerId(id),
+            kind: ConnectionKind::FullRelay,
+            start_height: 0,
+            services: ServiceFlags::NETWORK,
+            protocol_version: 70016,
+            prefers_headers: false,
+        }
+    }
+
+    #[test]
+    fn reconcile_drops_the_gone_and_adds_the_new() {
+        let known = [PeerId(1), PeerId(2)];
+        let inputs = reconcile_inputs(&known, vec![info(2), info(3)]);
+        assert_eq!(
+            inputs,
+            vec![Input::Disconnected(PeerId(1)), Input::Connected(info(3)),]
+        );
+        assert!(reconcile_inputs(&known, vec![info(1), info(2)]).is_empty());
+    }
 }

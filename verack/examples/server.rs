@@ -65,8 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(PeerEvent::Connected { id, addr, kind, negotiated }) => {
                     println!("connected    #{id} {addr} {kind:?} {} v{}", negotiated.user_agent, negotiated.protocol_version)
                 }
-                Ok(PeerEvent::Disconnected { id, addr, reason, connected_for }) => {
-                    println!("disconnected #{id} {addr} after {connected_for:?}: {reason}")
+                Ok(PeerEvent::Disconnected { id, addr, reason, connected_for, stats }) => {
+                    println!(
+                        "disconnected #{id} {addr} after {connected_for:?}: {reason} ({} bytes in, {} out)",
+                        stats.bytes_received, stats.bytes_sent
+                    )
                 }
                 Ok(other) => println!("{other:?}"),
                 Err(e) => println!("events: {e}"),

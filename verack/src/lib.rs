@@ -69,5 +69,6 @@ pub mod discovery;
 pub mod netgroup;
 pub mod peer;
 pub mod server;
+pub mod sync;
 pub mod transport;
 pub mod wire;

@@ -429,14 +429,22 @@ async fn events_arrive_in_order_and_a_slow_subscriber_learns_what_it_missed() {
             .unwrap()
         {
             // A clean FIN, or a reset when the client closed with unread bytes.
-            PeerEvent::Disconnected { reason, .. } => {
+            PeerEvent::Disconnected {
+                id, reason, stats, ..
+            } => {
                 assert!(
                     matches!(
                         reason,
                         DisconnectReason::RemoteClosed | DisconnectReason::Io(_)
                     ),
                     "{reason:?}"
-                )
+                );
+                // The final stats ride along: the handshake's traffic both ways.
+                assert_eq!(stats.id, id);
+                assert!(
+                    stats.bytes_received > 0 && stats.bytes_sent > 0,
+                    "{stats:?}"
+                );
             }
             other => panic!("expected Disconnected, got {other:?}"),
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::peer::{Direction, DisconnectReason, HandshakeError, Negotiated, PeerId};
+use crate::peer::{Direction, DisconnectReason, HandshakeError, Negotiated, PeerId, PeerStats};
 
 use super::{ConnectionKind, Refusal};
 
@@ -41,6 +41,9 @@ pub enum PeerEvent {
         reason: DisconnectReason,
         /// How long it was connected.
         connected_for: Duration,
+        /// Its final stats (bytes and messages each way, ping times, what it announced), taken
+        /// after its tasks ended, so nothing it did is missed.
+        stats: Box<PeerStats>,
     },
     /// A handshake failed.
     HandshakeFailed {

@@ -231,6 +231,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
         addr,
         reason,
         connected_for,
+        stats: Box::new(handle.stats()),
     });
     inner.wake_outbound.notify_one();
     Ok(Some(connected_for))
