@@ -89,6 +89,14 @@ pub struct ServerConfig {
     /// 24 h (Core's `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`). The address is
     /// [`PeerConfig::local_address`](crate::peer::PeerConfig::local_address); none, none sent.
     pub self_announce_interval: Duration,
+    /// How long a `getaddr` answer is served from the cache (one per requestor network and
+    /// local socket) before it is recomputed: this plus a uniformly random jitter below
+    /// [`getaddr_cache_jitter`](Self::getaddr_cache_jitter). Default 21 h (Core's
+    /// `GetAddresses`; mock time shortens it in Core's tests). Peers asking in between all get
+    /// the same answer, so scraping the address manager yields little.
+    pub getaddr_cache_lifetime: Duration,
+    /// The random part of the `getaddr` cache lifetime. Default 6 h (Core).
+    pub getaddr_cache_jitter: Duration,
     /// Where the block-relay-only peers are saved at shutdown and dialled first at the next
     /// start (the file is then removed), as Core's `anchors.dat`. Default `None`.
     pub anchors_path: Option<PathBuf>,
@@ -132,6 +140,8 @@ impl ServerConfig {
             event_capacity: 1024,
             feeler_interval: Some(Duration::from_secs(120)),
             self_announce_interval: Duration::from_secs(24 * 3600),
+            getaddr_cache_lifetime: super::addr_relay::ADDR_CACHE_LIFETIME,
+            getaddr_cache_jitter: super::addr_relay::ADDR_CACHE_JITTER,
             anchors_path: None,
             address_flush_interval: Duration::from_secs(15 * 60),
             loopback_netgroups: false,

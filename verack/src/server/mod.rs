@@ -191,6 +191,9 @@ pub(crate) struct Inner<H> {
     pub(crate) anchors: Mutex<Vec<SocketAddr>>,
     /// Addresses already forwarded, by key, with when (bounded; see `relay`).
     pub(crate) relayed: Mutex<HashMap<u64, Instant>>,
+    /// Cached `getaddr` answers by requestor network and local socket (bounded; see
+    /// [`AddrResponseCache`](addr_relay::AddrResponseCache)).
+    pub(crate) addr_responses: Mutex<addr_relay::AddrResponseCache<relay::AddrCacheKey>>,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -357,6 +360,7 @@ impl<H: PeerHandlers> Server<H> {
                 manual_v1_only: Mutex::new(manual_v1_only),
                 anchors: Mutex::new(Vec::new()),
                 relayed: Mutex::new(HashMap::new()),
+                addr_responses: Mutex::new(addr_relay::AddrResponseCache::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
             }),
         }
@@ -702,6 +706,14 @@ impl<H: PeerHandlers> Server<H> {
     /// Why peer `id` exists (inbound, full-relay, block-relay-only, manual).
     pub fn kind_of(&self, id: PeerId) -> Option<ConnectionKind> {
         self.inner.registry().get(id).map(|e| e.kind)
+    }
+
+    /// Peer `id`'s address relay state (Core's getpeerinfo `addr_relay_enabled`,
+    /// `addr_processed`, `addr_rate_limited`): relay is enabled at once with outbound
+    /// full-relay and manual peers, with an inbound peer once it sent `addr`, `addrv2` or
+    /// `getaddr`, never with block-relay-only ones. `None` if not connected.
+    pub fn addr_relay_of(&self, id: PeerId) -> Option<addr_relay::AddrRelayState> {
+        self.inner.registry().get(id).map(|e| e.addr_relay)
     }
 
     /// The handle of peer `id`.

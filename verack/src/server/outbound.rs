@@ -292,9 +292,11 @@ pub(crate) async fn feeler_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, mean: Dur
     }
 }
 
-/// Announces our own address to each address-relaying peer: outbound peers soon after they
-/// connect, everyone on Poisson intervals averaging `self_announce_interval` (Core's
-/// `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`).
+/// Announces our own address to each peer address relay is enabled with (Core's
+/// `MaybeSendAddr`: outbound full-relay and manual peers from the start, an inbound peer once
+/// it sent `addr`, `addrv2` or `getaddr`, never block-relay-only ones): first within a second
+/// of relay being enabled, then on Poisson intervals averaging `self_announce_interval`
+/// (Core's `AVG_LOCAL_ADDRESS_BROADCAST_INTERVAL`).
 pub(crate) async fn self_announce_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, ours: SocketAddr) {
     use std::collections::HashMap;
     let mean = inner.config.self_announce_interval;
@@ -308,7 +310,7 @@ pub(crate) async fn self_announce_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, ou
         let peers: Vec<(crate::peer::PeerId, ConnectionKind, crate::peer::PeerHandle)> = inner
             .registry()
             .iter()
-            .filter(|e| e.kind != ConnectionKind::BlockRelayOnly)
+            .filter(|e| e.addr_relay.enabled)
             .map(|e| (e.id, e.kind, e.payload.clone()))
             .collect();
         next.retain(|id, _| peers.iter().any(|(p, _, _)| p == id));

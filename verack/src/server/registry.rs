@@ -137,6 +137,9 @@ pub struct Established<T> {
     pub last_novel_block: Option<Instant>,
     /// When it last sent us a transaction we did not have, for eviction.
     pub last_novel_tx: Option<Instant>,
+    /// Address relay with this peer (the server's one record of it: forwarding targets,
+    /// self-announcement and getpeerinfo read it).
+    pub addr_relay: super::addr_relay::AddrRelayState,
     /// The caller's data.
     pub payload: T,
 }
@@ -542,6 +545,7 @@ mod tests {
             connected_at: Instant::now(),
             last_novel_block: None,
             last_novel_tx: None,
+            addr_relay: Default::default(),
             payload: (),
         }
     }

@@ -2,23 +2,49 @@
 //! (`addr`, `addrv2`, `getaddr`) as Bitcoin Core's net_processing does it. Every message is
 //! then passed on to the user's handler unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bitcoin::p2p::address::{AddrV2, AddrV2Message};
 use bitcoin::p2p::message::NetworkMessage;
+use rand::seq::SliceRandom;
+use rand::Rng;
 use tokio::time::Instant;
 
-use crate::netgroup::is_routable;
+use crate::netgroup::{is_routable, netgroup, NetGroup};
 use crate::peer::{MessageHandler, PeerHandle};
 
 use super::addr_relay::{
-    addr_key, relay_targets, TokenBucket, FRESH_ADDR_AGE, MAX_ADDRS_TO_FORWARD, RELAY_ROTATION,
+    addr_key, addr_relay_allowed, clamp_addr_time, may_forward, relay_targets, TokenBucket,
+    FRESH_ADDR_AGE, GETADDR_ANSWER_SIZE, RELAY_ROTATION,
 };
+
+use super::{unix_now, ConnectionKind, Inner, PeerHandlers};
 
 /// Addresses remembered as forwarded; beyond this the oldest half is dropped.
 const MAX_RELAYED_REMEMBERED: usize = 10_000;
-use super::{unix_now, ConnectionKind, Inner, PeerHandlers};
+
+/// What a cached `getaddr` answer is keyed by (Core's `CNode::m_network_key`): the
+/// requestor's network class and the local socket it reached us on.
+pub(crate) type AddrCacheKey = (NetClass, Option<SocketAddr>);
+
+/// Core's `GetNetClass` for an IP peer: local and non-routable addresses form one class, and
+/// IPv6 carrying IPv4 (6to4, Teredo) counts as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum NetClass {
+    Unroutable,
+    Ipv4,
+    Ipv6,
+}
+
+fn net_class(ip: IpAddr) -> NetClass {
+    match netgroup(ip) {
+        NetGroup::Local | NetGroup::Unroutable => NetClass::Unroutable,
+        NetGroup::Ipv4(_) => NetClass::Ipv4,
+        NetGroup::Ipv6(_) => NetClass::Ipv6,
+    }
+}
 
 /// Wraps the user's handler for one admitted peer.
 pub(crate) struct ServerHandler<H: PeerHandlers> {
@@ -27,6 +53,8 @@ pub(crate) struct ServerHandler<H: PeerHandlers> {
     pub(crate) kind: ConnectionKind,
     pub(crate) trusted: bool,
     pub(crate) bucket: TokenBucket,
+    /// Our `getaddr` to this peer is unanswered (Core's `m_getaddr_sent`).
+    pub(crate) getaddr_sent: bool,
     pub(crate) answered_getaddr: bool,
 }
 
@@ -34,7 +62,8 @@ impl<H: PeerHandlers> ServerHandler<H> {
     /// Sets up relay state. Outbound peers that relay addresses (full-relay and manual) are
     /// asked for addresses at once, as Core's `SetupAddressRelay` + `getaddr` on `version`
     /// from an outbound peer (block-relay-only peers relay no addresses; addr-fetch and feeler
-    /// connections are served elsewhere).
+    /// connections are served elsewhere). Whether relay is enabled is kept in the registry
+    /// entry (set at admission, [`AddrRelayState::at_connect`](super::addr_relay::AddrRelayState::at_connect)).
     pub(crate) fn new(
         inner: Arc<Inner<H>>,
         peer: &PeerHandle,
@@ -44,7 +73,8 @@ impl<H: PeerHandlers> ServerHandler<H> {
         let user = inner.handlers.handler(peer, kind);
         let mut bucket = TokenBucket::new(seconds(&inner));
         let asks = matches!(kind, ConnectionKind::FullRelay | ConnectionKind::Manual);
-        if asks && peer.send(NetworkMessage::GetAddr).is_ok() {
+        let getaddr_sent = asks && peer.send(NetworkMessage::GetAddr).is_ok();
+        if getaddr_sent {
             bucket.sent_getaddr();
         }
         ServerHandler {
@@ -53,31 +83,66 @@ impl<H: PeerHandlers> ServerHandler<H> {
             kind,
             trusted,
             bucket,
+            getaddr_sent,
             answered_getaddr: false,
         }
     }
 
-    fn relays_addresses(&self) -> bool {
-        // Core: no address relay with block-relay-only peers.
-        self.kind != ConnectionKind::BlockRelayOnly
+    /// Core's `SetupAddressRelay` on an address message: enables relay with the peer (in its
+    /// registry entry) unless its kind never relays addresses; `false` means ignore the
+    /// message.
+    fn setup_addr_relay(&self, peer: &PeerHandle) -> bool {
+        if !addr_relay_allowed(self.kind) {
+            return false;
+        }
+        if let Some(e) = self.inner.registry().get_mut(peer.id()) {
+            e.addr_relay.setup(self.kind);
+        }
+        true
     }
 
-    fn on_addrs(&mut self, peer: &PeerHandle, addrs: Vec<AddrV2Message>) {
-        if !self.relays_addresses() {
+    /// Core's `ProcessAddrs`: shuffle, spend a token per address (the rest are rate limited),
+    /// skip banned addresses, forward fresh routable ones from small unsolicited messages,
+    /// store them all. Unlike Core, addresses without `NODE_NETWORK`/`NODE_NETWORK_LIMITED`
+    /// are kept too (verack nodes, headers only, advertise neither).
+    fn on_addrs(&mut self, peer: &PeerHandle, mut addrs: Vec<AddrV2Message>) {
+        if !self.setup_addr_relay(peer) {
             return;
         }
         let total = addrs.len();
+        // As Core: a peer cannot choose which of its addresses get through the rate limit.
+        addrs.shuffle(&mut rand::thread_rng());
         let allowed = self.bucket.take(total, seconds(&self.inner), self.trusted);
         if allowed < total {
             tracing::debug!(peer = peer.id().0, total, allowed, "address rate limit");
         }
-        let processed = &addrs[..allowed];
-        self.inner.source.add(processed, peer.remote());
-        if total > MAX_ADDRS_TO_FORWARD {
+        addrs.truncate(allowed);
+        let now = unix_now();
+        {
+            let bans = self.inner.bans.lock().expect("ban lock");
+            if !bans.is_empty() {
+                addrs.retain(|a| {
+                    a.socket_addr()
+                        .map_or(true, |s| bans.is_banned(s.ip(), now).is_none())
+                });
+            }
+        }
+        for a in &mut addrs {
+            a.time = clamp_addr_time(a.time, now);
+        }
+        if let Some(e) = self.inner.registry().get_mut(peer.id()) {
+            e.addr_relay
+                .count(addrs.len() as u64, (total - allowed) as u64);
+        }
+        let forward = may_forward(total, self.getaddr_sent);
+        if total < GETADDR_ANSWER_SIZE {
+            self.getaddr_sent = false;
+        }
+        self.inner.source.add(&addrs, peer.remote());
+        if !forward {
             return; // a getaddr answer or a flood: stored, not forwarded (Core)
         }
-        let now = unix_now();
-        for addr in processed
+        for addr in addrs
             .iter()
             .filter(|a| is_fresh(a, now) && is_relayable(a, self.inner.config.loopback_netgroups))
         {
@@ -85,18 +150,16 @@ impl<H: PeerHandlers> ServerHandler<H> {
             if !self.first_relay(key) {
                 continue;
             }
+            // Core's IsAddrCompatible: addresses `addr` cannot carry go to `addrv2` peers only.
+            let v1_ok = addr.socket_addr().is_ok();
             let candidates: Vec<_> = self
                 .inner
                 .registry()
                 .iter()
                 .filter(|e| {
                     e.id != peer.id()
-                        && matches!(
-                            e.kind,
-                            ConnectionKind::FullRelay
-                                | ConnectionKind::Inbound
-                                | ConnectionKind::Manual
-                        )
+                        && e.addr_relay.enabled
+                        && (v1_ok || e.payload.remote_features().addr_v2)
                 })
                 .map(|e| e.id)
                 .collect();
@@ -132,14 +195,51 @@ impl<H: PeerHandlers> ServerHandler<H> {
     }
 
     fn on_getaddr(&mut self, peer: &PeerHandle) {
-        // Core answers getaddr once per connection, and only from inbound peers (an outbound
-        // peer asking could be fingerprinting us).
-        if self.kind != ConnectionKind::Inbound || self.answered_getaddr {
+        // Core answers getaddr only from inbound peers (an outbound peer asking could be
+        // fingerprinting us), and ignores it before setting up address relay.
+        if self.kind != ConnectionKind::Inbound {
+            return;
+        }
+        self.setup_addr_relay(peer);
+        // Once per connection.
+        if self.answered_getaddr {
             return;
         }
         self.answered_getaddr = true;
-        let addrs = self.inner.source.get_addr();
+        let addrs = if self.trusted {
+            // Core's `Addr` permission: a fresh answer (`GetAddressesUnsafe`).
+            self.addresses_to_share().into()
+        } else {
+            let key = (net_class(peer.remote().ip()), peer.stats().local);
+            let config = &self.inner.config;
+            // Core: 21 h + randrange(6 h).
+            let jitter = match config.getaddr_cache_jitter.as_secs() {
+                0 => 0,
+                max => rand::thread_rng().gen_range(0..max),
+            };
+            let lifetime = config.getaddr_cache_lifetime + Duration::from_secs(jitter);
+            let now = seconds(&self.inner) as u64;
+            self.inner
+                .addr_responses
+                .lock()
+                .expect("addr cache lock")
+                .get(&key, now, lifetime, || self.addresses_to_share())
+        };
         let _ = peer.push_addresses(&addrs);
+    }
+
+    /// The source's `getaddr` answer without banned addresses (Core's `GetAddressesUnsafe`).
+    fn addresses_to_share(&self) -> Vec<AddrV2Message> {
+        let mut addrs = self.inner.source.get_addr();
+        let bans = self.inner.bans.lock().expect("ban lock");
+        if !bans.is_empty() {
+            let now = unix_now();
+            addrs.retain(|a| {
+                a.socket_addr()
+                    .map_or(true, |s| bans.is_banned(s.ip(), now).is_none())
+            });
+        }
+        addrs
     }
 }
 

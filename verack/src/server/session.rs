@@ -173,6 +173,7 @@ pub(crate) async fn serve<H: PeerHandlers>(
         connected_at: Instant::now(),
         last_novel_block: None,
         last_novel_tx: None,
+        addr_relay: super::addr_relay::AddrRelayState::at_connect(kind),
         payload: handle.clone(),
     };
     let admitted = {
