@@ -19,10 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::block::Header;
 use bitcoin::consensus::deserialize;
-use bitcoin::hashes::Hash;
 use bitcoin::BlockHash;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use sha2::{Digest, Sha256};
 
 use super::{connect, HeaderStore, Row, StoreError};
 
@@ -340,7 +338,7 @@ fn check_row(
         Ok(header) if bytes.len() == 80 => header,
         _ => return Err(bad("is not an 80-byte header")),
     };
-    let computed = block_hash(&bytes);
+    let computed = header.block_hash();
     if deserialize::<BlockHash>(&hash).ok() != Some(computed) {
         return Err(bad("does not match its stored hash"));
     }
@@ -348,14 +346,6 @@ fn check_row(
         return Err(bad("does not link to the one below it"));
     }
     Ok((header, computed))
-}
-
-/// The block hash of an 80-byte serialized header: SHA-256d with RustCrypto's `sha2`, which
-/// uses the CPU's SHA extensions where present (several times faster than `block_hash()` for
-/// the 900,000 headers of a mainnet start; the library's v1 checksum uses it too).
-fn block_hash(serialized: &[u8]) -> BlockHash {
-    let once = Sha256::digest(serialized);
-    BlockHash::from_byte_array(Sha256::digest(once).into())
 }
 
 /// Height and hash of the last of `headers` (heights 1…), or genesis.
