@@ -536,6 +536,11 @@ fn duration(args: &Args) -> Duration {
     )
 }
 
+/// `a[i] / b[i]` for each run measured for both.
+fn paired(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a / b).collect()
+}
+
 /// Resolves `HOST:PORT`.
 fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
     addr.to_socket_addrs()?
@@ -606,7 +611,7 @@ pub fn run(args: &Args) -> std::io::Result<Vec<report::Result>> {
         for k in 0..targets.len() {
             let i = (run + k) % targets.len();
             targets[i].measure(&rt, args, magic);
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     drop(children);
@@ -620,6 +625,10 @@ pub fn run(args: &Args) -> std::io::Result<Vec<report::Result>> {
         "await_admission": args.await_admission,
         "failed": targets[0].runs.iter().filter_map(|r| r["failed"].as_u64()).sum::<u64>(),
         "targets": targets.iter().map(Target::summary).collect::<Vec<_>>(),
+        // Run by run (the subject's and the baseline's measured seconds apart), the ratio of
+        // their rates and of their server CPU per handshake: the spread a shared machine gives.
+        "paired_rate_ratios": baseline.map(|b| paired(&targets[0].rate, &targets[b].rate)),
+        "paired_server_cpu_ratios": baseline.map(|b| paired(&targets[0].server_us, &targets[b].server_us)),
     });
     let label = args
         .label
@@ -649,10 +658,10 @@ pub fn run(args: &Args) -> std::io::Result<Vec<report::Result>> {
         _ => None,
     };
     // With --await-admission a success is an admission, not just a handshake.
-    let (rate_case, completed_case) = if args.await_admission {
-        ("admission rate", "admitted")
+    let (rate_case, completed_case, cpu_suffix) = if args.await_admission {
+        ("admission rate", "admitted", " held until admitted")
     } else {
-        ("handshake rate", "handshakes completed")
+        ("handshake rate", "handshakes completed", "")
     };
     let mut results = vec![result(
         format!("{rate_case}{label}"),
@@ -702,7 +711,7 @@ pub fn run(args: &Args) -> std::io::Result<Vec<report::Result>> {
     }
     if !subject.server_us_per_attempt.is_empty() && args.brief {
         results.push(result(
-            format!("server CPU per connection attempt{label}"),
+            format!("server CPU per connection attempt{cpu_suffix}{label}"),
             "µs",
             subject.server_us_per_attempt.clone(),
             with_baseline(|t| &t.server_us_per_attempt),
