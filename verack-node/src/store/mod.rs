@@ -101,6 +101,10 @@ fn hint(e: &rusqlite::Error) -> &'static str {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             "; is another verack running on this data directory?"
         }
+        // A full disk often shows as an I/O error: SQLite cannot grow its `-shm` file.
+        Some(ErrorCode::SystemIoFailure) => {
+            "; check that the disk has free space and no errors, then start again"
+        }
         _ => "",
     }
 }
