@@ -127,6 +127,14 @@ impl NodeRpc {
         p.version = stats.remote_version;
         p.subver = stats.user_agent.clone();
         p.synced_headers = stats.last_block_height;
+        // Core's GetNodeStateStats: the presync height while the peer has a headers sync
+        // state (presync or redownload), else -1.
+        p.presynced_headers = self
+            .node
+            .sync()
+            .peer(stats.id)
+            .and_then(|s| s.presync_height)
+            .map_or(-1, |h| i32::try_from(h).unwrap_or(i32::MAX));
         // The server's address relay state (Core's SetupAddressRelay and ProcessAddrs counts).
         p.addr_relay_enabled = relay.enabled;
         p.addr_processed = relay.processed;

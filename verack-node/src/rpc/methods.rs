@@ -693,7 +693,7 @@ fn getpeerinfo(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcError>
 }
 
 /// One `getpeerinfo` entry in Core's key order. Keys for features verack does not have
-/// (transaction relay, compact blocks, block download, presync) carry the values Core
+/// (transaction relay, compact blocks, block download) carry the values Core
 /// shows for a peer that never used them, so scripts reading them keep working.
 pub(crate) fn peer_json(p: &RpcPeer) -> Value {
     let mut obj = Map::new();
@@ -741,7 +741,7 @@ pub(crate) fn peer_json(p: &RpcPeer) -> Value {
     );
     obj.insert("bip152_hb_to".into(), false.into());
     obj.insert("bip152_hb_from".into(), false.into());
-    obj.insert("presynced_headers".into(), (-1).into());
+    obj.insert("presynced_headers".into(), p.presynced_headers.into());
     obj.insert("synced_headers".into(), p.synced_headers.into());
     obj.insert("synced_blocks".into(), p.synced_blocks.into());
     obj.insert("inflight".into(), Value::Array(Vec::new()));

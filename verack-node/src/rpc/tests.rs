@@ -74,6 +74,7 @@ impl Fake {
             session_id: [0xab; 32],
         };
         outbound.synced_headers = 2;
+        outbound.presynced_headers = 4000;
         let mut inbound = RpcPeer::new(
             8,
             "127.0.0.1:61000".parse().expect("addr"),
@@ -954,6 +955,7 @@ async fn peer_and_network_info() {
     assert_eq!(out["inbound"], false);
     assert_eq!(out["connection_type"], "outbound-full-relay");
     assert_eq!(out["synced_headers"], 2);
+    assert_eq!(out["presynced_headers"], 4000, "the peer's presync height");
     assert_eq!(out["bytessent_per_msg"], json!({"ping": 32}));
     assert_eq!(out["bytesrecv_per_msg"], json!({}));
     assert_eq!(out["transport_protocol_type"], "v2");
@@ -987,6 +989,7 @@ async fn peer_and_network_info() {
     ] {
         assert!(inbound.get(key).is_some(), "{key}");
     }
+    assert_eq!(inbound["presynced_headers"], -1, "no presync: -1, as Core");
 
     let net = server.result("getnetworkinfo", json!([])).await;
     assert_eq!(net["subversion"], "/verack:0.1.0/");

@@ -232,6 +232,9 @@ pub struct RpcPeer {
     pub connection_type: ConnectionType,
     /// Height of the best header known to be shared with the peer (`synced_headers`), -1 if none.
     pub synced_headers: i32,
+    /// Height its headers presync has reached while it has one (`presynced_headers`; Core's
+    /// `HeadersSyncState::GetPresyncHeight`, kept through the redownload), -1 otherwise.
+    pub presynced_headers: i32,
     /// Height of the best block known to be shared with the peer (`synced_blocks`), -1 if none.
     pub synced_blocks: i32,
     /// Whether we relay addresses with this peer (`addr_relay_enabled`).
@@ -278,6 +281,7 @@ impl RpcPeer {
             subver: String::new(),
             connection_type,
             synced_headers: -1,
+            presynced_headers: -1,
             synced_blocks: -1,
             addr_relay_enabled: false,
             addr_processed: 0,
