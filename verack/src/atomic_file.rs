@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// A temporary file of [`write`] older than this was left by a crash (a write takes
+/// A temporary file of [`write()`] older than this was left by a crash (a write takes
 /// milliseconds) and is removed by the next successful write of the same file: 10 minutes.
 pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(600);
 
