@@ -501,14 +501,19 @@ def feature_after_verack(ctx):
     ctx.expect_disconnect(peer, "feature after verack")
 
 
-@case("feature.before_version_fails_handshake")
+@case("feature.before_version_is_ignored")
 def feature_before_version(ctx):
-    """Deliberate difference (README "Choices", protocol 70017): Core ignores a feature before
-    any version like every non-version message; verack fails the handshake (NotVersion) and
-    closes. Over v2, see v2_without_version."""
+    """Core ignores a feature before any version, like every non-version message, and the
+    handshake can still follow (verack ignores up to 100 such messages). Over v2, see
+    v2_without_version."""
     peer = v2_without_version(ctx, FeaturePeer())
     peer.send_without_ping(RawFeature(feature_wire(b"abcd", b"")))
-    ctx.expect_disconnect(peer, "feature before version (verack's documented choice: NotVersion)", timeout=3)
+    if not holds_for(lambda: peer.is_connected, 1.0):
+        raise Fail(f"feature before version: verack disconnected (Core ignores it; {describe(peer)})")
+    peer.send_without_ping(version_msg(services=P2P_SERVICES | NODE_P2P_V2))
+    wait_for(lambda: "verack" in peer.last_message or not peer.is_connected, 5,
+             f"no version/verack after the late version ({describe(peer)})")
+    ctx.expect_kept(peer, "handshake after an early feature")
 
 
 @case("feature.id_length_bounds")
