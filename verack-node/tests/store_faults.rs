@@ -126,6 +126,16 @@ async fn truncated_or_overwritten_stores_are_repaired_and_resynced() {
         let (status, datadir) = node.stop_keeping_datadir().await;
         assert!(status.success(), "{what}: clean stop");
         let db = datadir.join("regtest/headers.sqlite");
+        let leftovers: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "a clean stop leaves no temporary files: {leftovers:?}"
+        );
         let size = std::fs::metadata(&db).unwrap().len();
         assert!(size >= 32 * 1024, "a store of several pages: {size} bytes");
         match case {
