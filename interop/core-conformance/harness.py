@@ -351,12 +351,13 @@ def build_headers(prev_hash, prev_time, count, *, start_time=None):
 class Node:
     """What every case shares: the node's addresses, the RPC and the source-address pool."""
 
-    def __init__(self, host, p2p_port, rpc_port, datadir, max_inbound):
+    def __init__(self, host, p2p_port, rpc_port, datadir, max_inbound, getaddr_cache_secs=None):
         self.host = host
         self.p2p_port = p2p_port
         self.rpc_port = rpc_port
         self.datadir = datadir
         self.max_inbound = max_inbound
+        self.getaddr_cache_secs = getaddr_cache_secs
         self._ip_lock = threading.Lock()
         self._ip_counter = 0
         self._rpc_id = 0
@@ -446,6 +447,18 @@ class Ctx:
 
     def next_ip(self):
         return self.node.next_ip()
+
+    def expire_getaddr_cache(self):
+        """Waits until every cached getaddr answer has expired, standing in for Core's
+        `setmocktime` past the cache lifetime (or its `restart_node`): every connection of the
+        earlier cases asked getaddr (P2PInterface does), so the answer cached then, from a
+        near-empty address manager, would otherwise be served for about a day, as Core does."""
+        secs = self.node.getaddr_cache_secs
+        if secs is None:
+            raise Fail("needs --getaddr-cache-secs N and the node started with "
+                       "VERACK_TEST_GETADDR_CACHE_SECS=N (the getaddr cache lasts 21 h otherwise)")
+        time.sleep(secs + 1)
+        return secs
 
     # -- connections -------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--datadir")
     ap.add_argument("--max-inbound", type=int, default=114,
                     help="the node's --max-inbound (the eviction case fills every slot)")
+    ap.add_argument("--getaddr-cache-secs", type=int,
+                    help="the node's getaddr cache lifetime (VERACK_TEST_GETADDR_CACHE_SECS in its "
+                         "environment); the getaddr cases wait it out, as Core's move mock time")
     ap.add_argument("--case", action="append", default=[], help="run only this case (repeatable)")
     ap.add_argument("--core-dir")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -71,7 +74,8 @@ def main():
             sys.exit(f"error: --{needed.replace('_', '-')} is required")
 
     harness.quiet_framework(args.debug)
-    node = harness.Node(args.host, args.p2p_port, args.rpc_port, args.datadir, args.max_inbound)
+    node = harness.Node(args.host, args.p2p_port, args.rpc_port, args.datadir, args.max_inbound,
+                        args.getaddr_cache_secs)
     network = NetworkThread()
     network.daemon = True
     network.start()

@@ -68,6 +68,10 @@ enum NodeError {
     },
 }
 
+/// Test-only environment variable: the `getaddr` answer cache lifetime in seconds (no jitter),
+/// instead of Core's 21 h plus up to 6 h (`ServerConfig::getaddr_cache_lifetime`).
+const GETADDR_CACHE_ENV: &str = "VERACK_TEST_GETADDR_CACHE_SECS";
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -169,6 +173,15 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     config.ban_duration = settings.ban_duration;
     config.bans_path = Some(dir.join("banlist.json"));
     config.anchors_path = Some(dir.join("anchors.json"));
+    // Test only, standing in for Core's mock time (the conformance suite waits the cache out):
+    // the getaddr answer cache lifetime in seconds, without jitter. Default Core's 21 h + 0-6 h.
+    if let Some(secs) = std::env::var(GETADDR_CACHE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.getaddr_cache_lifetime = Duration::from_secs(secs);
+        config.getaddr_cache_jitter = Duration::ZERO;
+    }
     let peers_path = dir.join("peers.dat");
     let (man, problem) = AddrMan::load(
         &peers_path,

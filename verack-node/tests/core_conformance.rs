@@ -7,14 +7,15 @@
 //! `/work/shared/bitcoin-core` (the folder holding `functional/test_framework/p2p.py`).
 //!
 //! Run one case: `python3 interop/core-conformance/run.py --case NAME --p2p-port P --rpc-port R
-//! --datadir D --max-inbound 30` against a node started as below (`--list` lists the cases).
+//! --datadir D --max-inbound 30 --getaddr-cache-secs 15` against a node started as below, with
+//! `VERACK_TEST_GETADDR_CACHE_SECS=15` in its environment (`--list` lists the cases).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
-use verack_testkit::{free_port, VerackNode, VERACK_LOG_TAIL_LINES};
+use verack_testkit::{free_port, scratch_dir, VerackNode, VERACK_LOG_TAIL_LINES};
 
 /// The node's inbound slots; the eviction case fills them all (fewer connections than the
 /// default 114 keep the case short).
@@ -22,6 +23,10 @@ const MAX_INBOUND: usize = 30;
 /// Bound on the whole Python run (the suite itself takes about 2 minutes; three cases wait
 /// out verack's 30 s handshake timeout and 10 s v2 key-exchange timeout, in parallel).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The node's `getaddr` answer cache lifetime, in seconds (Core: 21 h + up to 6 h, which its
+/// tests skip with mock time or a restart): the getaddr cases wait it out (twice in all), and
+/// five peers asking in a row must all fall within it.
+const GETADDR_CACHE_SECS: &str = "15";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,9 +73,11 @@ async fn core_p2p_functional_cases() {
     let dead = free_port().await;
     let connect = format!("--connect=127.0.0.1:{dead}");
     let max_inbound = format!("--max-inbound={MAX_INBOUND}");
-    let node = VerackNode::start(
+    let node = VerackNode::start_in(
         Path::new(env!("CARGO_BIN_EXE_verack")),
+        scratch_dir("node"),
         &[&connect, &max_inbound, "--log-level=info"],
+        &[("VERACK_TEST_GETADDR_CACHE_SECS", GETADDR_CACHE_SECS)],
     )
     .await;
 
@@ -80,6 +87,7 @@ async fn core_p2p_functional_cases() {
         .arg(format!("--rpc-port={}", node.rpc.port()))
         .arg(format!("--datadir={}", node.datadir().display()))
         .arg(format!("--max-inbound={MAX_INBOUND}"))
+        .arg(format!("--getaddr-cache-secs={GETADDR_CACHE_SECS}"))
         .arg(format!("--core-dir={}", core.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
