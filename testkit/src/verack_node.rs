@@ -153,6 +153,11 @@ impl VerackNode {
         &self.datadir
     }
 
+    /// The process id of the running node (e.g. to read `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last `lines` lines of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
         file_tail(&self.datadir.join("verack.log"), lines)
