@@ -29,13 +29,18 @@
 //!
 //! **Not checked**: signet's block signature (BIP325; the challenge lives in the coinbase, which
 //! a header does not carry: signet headers are checked for difficulty and proof of work only);
-//! checkpoints (Core removed them); `nMinimumChainWork` as an acceptance rule (it is only
-//! reported, by [`HeaderTree::is_synced_enough`]); Core's headers pre-sync (the commitment
-//! scheme that lets it download a low-work chain twice without storing it — here the fork bound
-//! below limits memory instead; [`permitted_difficulty_transition`] is its difficulty check, for
-//! a caller that wants one); anything needing block bodies (merkle root, BIP34 coinbase height).
+//! checkpoints (Core removed them); `nMinimumChainWork` as an acceptance rule here (the tree
+//! only reports it, by [`HeaderTree::is_synced_enough`]: Core's headers presync, which keeps a
+//! chain below the minimum chain work out of the tree until it has been downloaded once with
+//! only salted commitments kept and then redownloaded against them, is done before headers
+//! reach the tree, by [`crate::sync`] with [`crate::sync::presync::HeadersSyncState`], using
+//! [`permitted_difficulty_transition`] as its difficulty check); anything needing block bodies
+//! (merkle root, BIP34 coinbase height).
 //!
 //! # Low-work flood bound
+//! This bound is what remains once headers reach the tree: presync ([`crate::sync`]) keeps
+//! out a chain whose work stays below its threshold (the minimum chain work, or our tip's work
+//! less 144 blocks' if more), but a fork above it enters the tree.
 //! Headers off the active chain are kept in memory only, at most
 //! [`ChainParams::max_fork_headers`] (20 000 by default). When a new header makes more, fork
 //! headers are dropped, the branch with the least chain work first (from its tip down; the
