@@ -427,18 +427,20 @@ mod tests {
     fn the_cache_holds_at_most_max_addr_caches_answers() {
         let mut cache: AddrResponseCache<usize> = AddrResponseCache::new();
         for k in 0..MAX_ADDR_CACHES + 10 {
-            cache.get(&k, k as u64, Duration::ZERO, || answer(k as u8));
+            cache.get(&k, k as u64, ADDR_CACHE_LIFETIME, || answer(k as u8));
             assert!(cache.len() <= MAX_ADDR_CACHES);
         }
         assert_eq!(cache.len(), MAX_ADDR_CACHES);
         // The ones expiring first went; the newest are kept.
         let last = MAX_ADDR_CACHES + 9;
-        let kept = cache.get(&last, last as u64, Duration::ZERO, || panic!("refilled"));
+        let kept = cache.get(&last, last as u64, ADDR_CACHE_LIFETIME, || {
+            panic!("refilled")
+        });
         assert_eq!(&kept[..], &answer(last as u8)[..]);
-        cache.get(&0, last as u64, Duration::ZERO, || answer(0));
+        cache.get(&0, last as u64, ADDR_CACHE_LIFETIME, || answer(0));
         assert_eq!(cache.len(), MAX_ADDR_CACHES);
         // Expired answers are dropped when a new one is computed.
-        cache.get(&1000, 100 * 3600, Duration::ZERO, || answer(9));
+        cache.get(&1000, 100 * 3600, ADDR_CACHE_LIFETIME, || answer(9));
         assert_eq!(cache.len(), 1);
         assert!(!cache.is_empty());
     }
