@@ -323,10 +323,7 @@ async fn launch(
         // would otherwise dial the addresses in its address manager (from `addpeeraddress`
         // or relayed `addr`), which may be routable. Core's functional tests do the same
         // (`connect=0` in every node's config). `-addnode` and the `addnode` RPC still work.
-        .args(
-            (!extra_args.iter().any(|a| a.starts_with("-connect=")))
-                .then_some("-connect=0"),
-        )
+        .args((!extra_args.iter().any(|a| a.starts_with("-connect="))).then_some("-connect=0"))
         .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -18,7 +18,11 @@ async fn starts_mines_and_stops_cleanly() {
     assert_eq!(core.block_hash(5).await, hashes[4]);
     assert_eq!(core.header_count().await, 5);
     let info = core.must_call("getnetworkinfo", "[]").await;
-    assert_eq!(info["localaddresses"], serde_json::json!([]), "no discovery");
+    assert_eq!(
+        info["localaddresses"],
+        serde_json::json!([]),
+        "no discovery"
+    );
     let status = core.stop().await;
     assert!(status.success(), "{status}");
     assert!(!dir.exists(), "data directory removed");
