@@ -18,9 +18,9 @@ micro=target/bench-micro.txt
 started=$(date +%s)
 
 if [ "${QUICK:-}" = 1 ]; then
-  runs=1 scale=0.2 peers=1000 headers=20000
+  runs=1 scale=0.2 peers=1000 headers=20000 scale_headers=100000
 else
-  runs=3 scale=1 peers=10000 headers=100000
+  runs=3 scale=1 peers=10000 headers=100000 scale_headers=900000
 fi
 
 run() {
@@ -37,6 +37,7 @@ SKIP_BUILD=1 scripts/bench-handshake.sh "$runs" | tee -a "$results"
 run many-peers --peers "$peers"
 run headers --runs "$runs" --headers "$headers"
 run fanout --runs $((runs + 2))
+run scale --runs "$runs" --headers "$scale_headers"
 
 echo "== micro: framing vs bitcoin::consensus (criterion, then the CI guard's quick mode)" >&2
 cargo bench -q -p verack --bench framing 2>/dev/null | python3 scripts/criterion-table.py >target/bench-criterion.md

@@ -174,7 +174,7 @@ async fn scenario(args: &Args) -> std::io::Result<report::Result> {
 
 /// Waits until process `pid` is idle: under [`IDLE_CPU`] of CPU time in [`IDLE_WINDOW`], or
 /// [`SETTLE_TIMEOUT`] passed. Returns the seconds waited.
-async fn settle(pid: u32) -> f64 {
+pub(crate) async fn settle(pid: u32) -> f64 {
     let started = Instant::now();
     let mut before = cpu_seconds(pid).unwrap_or(0.0);
     while started.elapsed() < SETTLE_TIMEOUT {
@@ -189,7 +189,7 @@ async fn settle(pid: u32) -> f64 {
 }
 
 /// `100000` as `100,000`.
-fn thousands(n: u32) -> String {
+pub(crate) fn thousands(n: u32) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -240,23 +240,25 @@ async fn sync_nakamoto(exe: &Path, peer: SocketAddr, height: u32) -> Value {
 }
 
 /// When a node reached the height, in seconds since its spawn.
-struct Synced {
-    seconds: f64,
+pub(crate) struct Synced {
+    pub(crate) seconds: f64,
     /// When its RPC first answered.
-    rpc_up: Option<f64>,
+    pub(crate) rpc_up: Option<f64>,
 }
 
 /// A `verack --network regtest` child on a fresh temporary data dir; killed, and the dir
 /// removed, when dropped.
-struct Node {
-    child: Child,
+pub(crate) struct Node {
+    pub(crate) child: Child,
     /// Its P2P listen address, when listening.
     p2p: Option<SocketAddr>,
     rpc: SocketAddr,
     cookie: Option<(String, String)>,
     spawned: Instant,
-    // Dropped after `child` is killed and waited for (see `Drop`).
-    dir: tempfile::TempDir,
+    datadir: PathBuf,
+    // Dropped after `child` is killed and waited for (see `Drop`); `None` for a data dir
+    // owned by the caller.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
@@ -265,6 +267,19 @@ impl Node {
         let dir = tempfile::Builder::new()
             .prefix("verack-bench-headers-")
             .tempdir()?;
+        let datadir = dir.path().to_path_buf();
+        let mut node = Node::spawn_on(exe, &datadir, connect, listen)?;
+        node._dir = Some(dir);
+        Ok(node)
+    }
+
+    /// As [`Node::spawn`], on the data dir `datadir` (kept when the node is dropped).
+    pub(crate) fn spawn_on(
+        exe: &Path,
+        datadir: &Path,
+        connect: SocketAddr,
+        listen: bool,
+    ) -> std::io::Result<Node> {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let rpc = loopback(free_port()?);
         let p2p = if listen {
@@ -275,7 +290,7 @@ impl Node {
         let spawned = Instant::now();
         let child = Command::new(exe)
             .arg("--network=regtest")
-            .arg(format!("--datadir={}", dir.path().display()))
+            .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--connect={connect}"))
             .arg(format!(
                 "--listen={}",
@@ -294,14 +309,15 @@ impl Node {
             rpc,
             cookie: None,
             spawned,
-            dir,
+            datadir: datadir.to_path_buf(),
+            _dir: None,
         })
     }
 
     /// Calls `method` (no parameters) with the cookie credentials, once the cookie exists.
-    async fn call(&mut self, method: &str) -> std::io::Result<Value> {
+    pub(crate) async fn call(&mut self, method: &str) -> std::io::Result<Value> {
         if self.cookie.is_none() {
-            let text = std::fs::read_to_string(self.dir.path().join("regtest/.cookie"))?;
+            let text = std::fs::read_to_string(self.datadir.join("regtest/.cookie"))?;
             let (user, pass) = text
                 .trim()
                 .split_once(':')
@@ -316,7 +332,7 @@ impl Node {
     ///
     /// # Errors
     /// If the node exits, or does not get there within [`SYNC_TIMEOUT`] of its spawn.
-    async fn wait_for_height(&mut self, height: u64) -> std::io::Result<Synced> {
+    pub(crate) async fn wait_for_height(&mut self, height: u64) -> std::io::Result<Synced> {
         let mut rpc_up = None;
         let mut last = 0;
         loop {

@@ -1,7 +1,7 @@
 //! `verack-bench`: macro benchmarks of verack, each printing one JSON line per result with the
 //! machine it ran on. `scripts/bench.sh` runs the suite and writes BENCHMARKS.md.
 //!
-//! Scenarios: `throughput`, `handshake`, `many-peers`, `headers`, `fanout`; `report` turns
+//! Scenarios: `throughput`, `handshake`, `many-peers`, `headers`, `fanout`, `scale`; `report` turns
 //! their output into markdown. Internal roles (the other process of a scenario): `recv`, `serve`,
 //! `floor`.
 //! Also `handshake`, `many-peers` and `fanout`, whose other process is the internal `serve`.
@@ -18,6 +18,7 @@ mod markdown;
 mod process;
 mod regtest_chain;
 mod report;
+mod scale;
 mod serve;
 mod throughput;
 
@@ -74,6 +75,9 @@ enum Command {
     Fanout(fanout::Args),
     /// Time for a fresh verack node to sync regtest headers from a local verack node, vs nakamoto.
     Headers(headers::Args),
+    /// The node at mainnet scale (900,000 headers): RSS, memory per header, start-up from the
+    /// store, store bytes per header, against issue 13's goals.
+    Scale(scale::Args),
     /// Reads result JSON lines (from a file, or `-` for stdin) and prints the markdown tables.
     Report {
         /// The JSON-lines file the scenarios' output was collected in.
@@ -118,6 +122,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Fanout(args) => fanout::run(&args).map(|rs| rs.iter().for_each(|r| r.emit())),
         Command::Headers(args) => headers::run(&args).map(|rs| rs.iter().for_each(|r| r.emit())),
+        Command::Scale(args) => scale::run(&args).map(|rs| rs.iter().for_each(|r| r.emit())),
         Command::Serve { max_pending } => serve::run(max_pending),
         Command::Report { results } => report_file(&results),
     };
