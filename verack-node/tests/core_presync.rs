@@ -59,7 +59,7 @@ fn stored_headers(verack: &VerackNode) -> u64 {
     let path = verack.datadir().join("regtest/headers.sqlite");
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
-    conn.query_row("SELECT COUNT(*) FROM headers", [], |r| r.get::<_, i64>(0))
+    conn.query_row("SELECT COUNT(*) FROM chain", [], |r| r.get::<_, i64>(0))
         .expect("count the stored headers") as u64
 }
 

@@ -1,9 +1,10 @@
 //! The start-up check: open the store, verify it, and repair it by itself when damaged.
 //!
 //! Every start runs SQLite's `PRAGMA quick_check` (the b-tree structure of every page) and,
-//! at the same time on another thread, reads every row in height order: it must decode as an 80-byte header, its stored hash must
-//! be the header's hash, its height must follow the row below and it must link to that row
-//! (height 1 to the network's genesis). A store that passes is used as is.
+//! at the same time on another thread, reads every row in height order: it must decode as an
+//! 80-byte header, its height must follow the row below and it must link to that row (height 1
+//! to the network's genesis); in a legacy store (a hash column) its stored hash must also be
+//! the header's hash. A store that passes is used as is.
 //!
 //! A store that fails (or that SQLite cannot read: `SQLITE_CORRUPT`, `SQLITE_NOTADB`, a
 //! missing or unexpected table) is never changed or deleted: it is renamed to
@@ -270,18 +271,32 @@ fn scan(
     conn: &Connection,
     genesis: BlockHash,
 ) -> Result<(Vec<Header>, Option<String>), Inspection> {
-    let tables: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'headers'",
-            [],
-            |r| r.get(0),
+    let has = |name| {
+        super::has_table(conn, name).map_err(|e| classify(e, "reading the schema", Vec::new()))
+    };
+    // The legacy table (with a hash column) only when the current one is absent: `connect`
+    // migrates it after this check.
+    let (sql, legacy) = if has(super::TABLE)? {
+        (
+            format!(
+                "SELECT height, header FROM {} ORDER BY height",
+                super::TABLE
+            ),
+            false,
         )
-        .map_err(|e| classify(e, "reading the schema", Vec::new()))?;
-    if tables == 0 {
+    } else if has(super::LEGACY_TABLE)? {
+        (
+            format!(
+                "SELECT height, header, hash FROM {} ORDER BY height",
+                super::LEGACY_TABLE
+            ),
+            true,
+        )
+    } else {
         return Ok((Vec::new(), None));
-    }
+    };
     let mut stmt = conn
-        .prepare("SELECT height, hash, header FROM headers ORDER BY height")
+        .prepare(&sql)
         .map_err(|e| classify(e, "reading the headers", Vec::new()))?;
     let mut rows = stmt
         .query([])
@@ -298,7 +313,7 @@ fn scan(
             }
         };
         let expected = headers.len() as i64 + 1;
-        let problem = match check_row(row, expected, prev) {
+        let problem = match check_row(row, expected, prev, legacy) {
             Ok((header, hash)) => {
                 headers.push(header);
                 prev = hash;
@@ -310,12 +325,13 @@ fn scan(
     }
 }
 
-/// One row's checks: its height is `expected`, it decodes, its hash is right and it links to
-/// `prev`.
+/// One row's checks: its height is `expected`, it decodes, it links to `prev`, and in a
+/// `legacy` row (a third column, the stored hash) the stored hash is the header's.
 fn check_row(
     row: &rusqlite::Row<'_>,
     expected: i64,
     prev: BlockHash,
+    legacy: bool,
 ) -> Result<(Header, BlockHash), String> {
     let height: i64 = row
         .get(0)
@@ -328,19 +344,21 @@ fn check_row(
         });
     }
     let bad = |what: &str| format!("the header at height {height} {what}");
-    let hash: Vec<u8> = row
-        .get(1)
-        .map_err(|e| bad(&format!("is unreadable: {e}")))?;
     let bytes: Vec<u8> = row
-        .get(2)
+        .get(1)
         .map_err(|e| bad(&format!("is unreadable: {e}")))?;
     let header: Header = match deserialize(&bytes) {
         Ok(header) if bytes.len() == 80 => header,
         _ => return Err(bad("is not an 80-byte header")),
     };
     let computed = header.block_hash();
-    if deserialize::<BlockHash>(&hash).ok() != Some(computed) {
-        return Err(bad("does not match its stored hash"));
+    if legacy {
+        let hash: Vec<u8> = row
+            .get(2)
+            .map_err(|e| bad(&format!("is unreadable: {e}")))?;
+        if deserialize::<BlockHash>(&hash).ok() != Some(computed) {
+            return Err(bad("does not match its stored hash"));
+        }
     }
     if header.prev_blockhash != prev {
         return Err(bad("does not link to the one below it"));

@@ -1,6 +1,8 @@
 //! The header store: the active chain in SQLite (bundled), crash-safe, checked at every start.
 //!
-//! One row per active-chain header above genesis, keyed by height. The rows on disk always form
+//! One row per active-chain header above genesis, keyed by height: the 80-byte header alone,
+//! its hash recomputed when read (stores written before had a hash column; they are moved to
+//! this schema at start, see [`connect`]). The rows on disk always form
 //! one chain from genesis (a *prefix* of some active chain the node had): every write is one
 //! transaction that deletes the rows above a fork height and inserts the headers above it, in
 //! WAL mode with `synchronous=NORMAL` (a process crash loses nothing committed; an OS crash can
@@ -183,18 +185,70 @@ pub struct HeaderStore {
     reopen: bool,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS headers (
-                          height INTEGER PRIMARY KEY,
-                          hash   BLOB NOT NULL UNIQUE,
-                          header BLOB NOT NULL
-                      );";
+/// The table: one row per header, keyed by height, holding the 80-byte header alone (about
+/// 90 bytes a row on disk). Hashes are not stored: the start-up check hashes every header
+/// anyway, and [`HeaderStore::hash_at`] hashes the one it reads.
+const TABLE: &str = "chain";
 
-/// Opens the file at `path` in WAL mode and creates the table if needed. Errors are SQLite's.
+/// The table of stores written before `chain` (up to commit 32379e2): the same rows plus a
+/// `hash BLOB NOT NULL UNIQUE` column and its index (about 170 bytes a row on disk). The
+/// start-up check reads it (and checks each stored hash too) when `chain` is absent, and
+/// [`connect`] then moves its rows to `chain` in one transaction.
+const LEGACY_TABLE: &str = "headers";
+
+/// Whether the database on `conn` has a table `name`.
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Opens the file at `path` in WAL mode and creates the table if needed. A store with only the
+/// [`LEGACY_TABLE`] (already checked: `connect` is called only on a store that passed the
+/// start-up check, or on a new file) is migrated: its rows are copied to the table and the
+/// legacy table dropped, in one transaction (a failure leaves the legacy store as it was),
+/// then the file is compacted (`VACUUM`; a failure there only leaves free pages in the file).
+/// Errors are SQLite's.
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
+    let tx = conn.transaction()?;
+    let migrate = !has_table(&tx, TABLE)? && has_table(&tx, LEGACY_TABLE)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {TABLE} (
+             height INTEGER PRIMARY KEY,
+             header BLOB NOT NULL
+         );"
+    ))?;
+    if migrate {
+        tx.execute_batch(&format!(
+            "INSERT INTO {TABLE} (height, header)
+                 SELECT height, header FROM {LEGACY_TABLE} ORDER BY height;
+             DROP TABLE {LEGACY_TABLE};"
+        ))?;
+    }
+    tx.commit()?;
+    if migrate {
+        let compacted = conn
+            .execute_batch("VACUUM;")
+            .and_then(|()| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"));
+        match compacted {
+            Ok(()) => tracing::info!(
+                "header database {} moved to the compact schema (no stored hashes)",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "header database {} moved to the compact schema, but could not be compacted; \
+                 its free pages will be reused",
+                path.display()
+            ),
+        }
+    }
     Ok(conn)
 }
 
@@ -240,10 +294,10 @@ impl HeaderStore {
         }
         let bytes: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT hash FROM headers WHERE height = ?1")
+            .prepare_cached(&format!("SELECT header FROM {TABLE} WHERE height = ?1"))
             .and_then(|mut s| s.query_row([height], |r| r.get(0)).optional())
             .map_err(|source| self.write_error(source))?;
-        Ok(bytes.and_then(|b| deserialize(&b).ok()))
+        Ok(bytes.and_then(|b| deserialize::<Header>(&b).ok().map(|h| h.block_hash())))
     }
 
     /// Makes the stored chain the headers up to `fork` followed by `rows` (heights `fork + 1`
@@ -275,16 +329,13 @@ impl HeaderStore {
             .transaction()
             .map_err(|source| write_error(&self.path, source))?;
         let written = (|| {
-            tx.prepare_cached("DELETE FROM headers WHERE height > ?1")?
+            tx.prepare_cached(&format!("DELETE FROM {TABLE} WHERE height > ?1"))?
                 .execute(params![fork])?;
-            let mut insert = tx
-                .prepare_cached("INSERT INTO headers (height, hash, header) VALUES (?1, ?2, ?3)")?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO {TABLE} (height, header) VALUES (?1, ?2)"
+            ))?;
             for row in rows {
-                insert.execute(params![
-                    row.height,
-                    serialize(&row.hash),
-                    serialize(&row.header)
-                ])?;
+                insert.execute(params![row.height, serialize(&row.header)])?;
             }
             Ok::<(), rusqlite::Error>(())
         })();

@@ -256,7 +256,7 @@ fn a_gap_or_a_foreign_chain_is_repaired_to_the_valid_prefix() {
     stored(&path, &chain);
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute("DELETE FROM headers WHERE height = 10", [])
+        conn.execute("DELETE FROM chain WHERE height = 10", [])
             .unwrap();
     }
     let opened = open_checked(&path, genesis_hash()).unwrap();
@@ -276,6 +276,118 @@ fn a_gap_or_a_foreign_chain_is_repaired_to_the_valid_prefix() {
     let opened = open_checked(&other, mainnet).unwrap();
     assert_eq!(opened.repair.expect("repaired").kept, 0);
     assert!(opened.headers.is_empty());
+}
+
+/// A store at `path` in the legacy schema (a hash column with its index), as written before
+/// the compact schema, holding `chain` (heights 1…).
+fn legacy_stored(path: &Path, chain: &[Header]) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    let tx = conn.transaction().unwrap();
+    tx.execute_batch(
+        "CREATE TABLE headers (
+             height INTEGER PRIMARY KEY,
+             hash   BLOB NOT NULL UNIQUE,
+             header BLOB NOT NULL
+         );",
+    )
+    .unwrap();
+    for (i, h) in chain.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO headers (height, hash, header) VALUES (?1, ?2, ?3)",
+            params![i as u32 + 1, serialize(&h.block_hash()), serialize(h)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// The tables of the database at `path`.
+fn tables(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    let names = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    names
+}
+
+/// Bytes of the database at `path` and its side files.
+fn store_bytes(path: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_legacy_store_is_moved_to_the_compact_schema_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headers.sqlite");
+    let chain = extend(&genesis(), 0, 2000, 1);
+    legacy_stored(&path, &chain);
+    let legacy_bytes = store_bytes(&path);
+    let mut opened = open_checked(&path, genesis_hash()).unwrap();
+    assert!(opened.repair.is_none());
+    assert_eq!(opened.headers, chain);
+    assert_eq!(opened.store.tip(), (2000, chain[1999].block_hash()));
+    assert_eq!(
+        opened.store.hash_at(1500).unwrap(),
+        Some(chain[1499].block_hash())
+    );
+    assert_eq!(tables(&path), vec!["chain".to_string()]);
+    // The migrated store takes writes: a reorg at 1990.
+    let b = extend(&chain[1989], 1990, 20, 2);
+    opened.store.write(1990, &rows(&b, 1991)).unwrap();
+    drop(opened);
+    assert!(
+        store_bytes(&path) * 10 < legacy_bytes * 7,
+        "compacted: {} bytes, legacy {legacy_bytes}",
+        store_bytes(&path)
+    );
+    let again = open_checked(&path, genesis_hash()).unwrap();
+    assert!(again.repair.is_none());
+    let expected: Vec<Header> = chain[..1990].iter().chain(&b).copied().collect();
+    assert_eq!(again.headers, expected);
+    assert_eq!(files_with(dir.path(), "corrupt"), Vec::<String>::new());
+}
+
+#[test]
+fn a_legacy_store_whose_stored_hash_is_wrong_is_repaired_to_the_compact_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headers.sqlite");
+    let chain = extend(&genesis(), 0, 40, 1);
+    legacy_stored(&path, &chain);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE headers SET hash = ?1 WHERE height = 7",
+            [serialize(&BlockHash::all_zeros())],
+        )
+        .unwrap();
+    }
+    let opened = open_checked(&path, genesis_hash()).unwrap();
+    let repair = opened.repair.clone().expect("repaired");
+    assert!(
+        repair
+            .reason
+            .contains("height 7 does not match its stored hash"),
+        "{}",
+        repair.reason
+    );
+    assert_eq!(opened.headers, chain[..6]);
+    drop(opened);
+    assert_eq!(tables(&path), vec!["chain".to_string()]);
+    // The moved-aside legacy file is left as it was.
+    assert_eq!(tables(&repair.moved_to), vec!["headers".to_string()]);
+    let again = open_checked(&path, genesis_hash()).unwrap();
+    assert!(again.repair.is_none());
+    assert_eq!(again.headers, chain[..6]);
 }
 
 #[test]
@@ -566,7 +678,7 @@ fn store_check_cost() {
 fn plain_load(path: &Path) -> Vec<Header> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
-        .prepare("SELECT header FROM headers WHERE height > 0 ORDER BY height")
+        .prepare("SELECT header FROM chain WHERE height > 0 ORDER BY height")
         .unwrap();
     let rows = stmt
         .query_map([], |r| r.get::<_, Vec<u8>>(0))
