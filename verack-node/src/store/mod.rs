@@ -9,7 +9,7 @@
 //! lose the last transactions but never corrupts).
 //!
 //! - [`check::open_checked`] opens the store at start: SQLite's `quick_check`, then every row
-//!   decoded, its hash compared and its link to the row below followed. A damaged store is
+//!   decoded, hashed and its link to the row below followed. A damaged store is
 //!   moved aside (with its `-wal` and `-shm` files) and its longest valid prefix copied to a
 //!   fresh one; one line says which file and what happens next.
 //! - [`writer::run`] writes the node's active chain to the store, reading it from the header
@@ -284,7 +284,8 @@ impl HeaderStore {
         self.tip
     }
 
-    /// The stored hash at `height` (genesis at 0), or `None` when there is no such row.
+    /// The hash of the stored header at `height` (genesis at 0), or `None` when there is no
+    /// such row.
     ///
     /// # Errors
     /// [`StoreError::Write`] (the writer is the caller) for SQLite errors.

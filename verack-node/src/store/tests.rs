@@ -687,3 +687,36 @@ fn plain_load(path: &Path) -> Vec<Header> {
         .collect();
     rows
 }
+
+/// Benchmark (ignored): the one-time move of a legacy store of 900,000 headers to the compact
+/// schema at start (`open_checked`: the check of the legacy table, the copy in one
+/// transaction, `VACUUM`), and the file sizes before and after. Run with
+/// `cargo test --release -p verack-node --bin verack legacy_migration_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark; see the doc comment"]
+fn legacy_migration_cost() {
+    use std::time::Instant;
+    let n = 900_000;
+    let chain = extend(&genesis(), 0, n, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headers.sqlite");
+    legacy_stored(&path, &chain);
+    let legacy = store_bytes(&path);
+    let started = Instant::now();
+    let opened = open_checked(&path, genesis_hash()).unwrap();
+    let migrated = started.elapsed();
+    assert!(opened.repair.is_none());
+    assert_eq!(opened.headers.len(), n as usize);
+    drop(opened);
+    let compact = store_bytes(&path);
+    let started = Instant::now();
+    let again = open_checked(&path, genesis_hash()).unwrap();
+    let reopened = started.elapsed();
+    assert_eq!(again.headers.len(), n as usize);
+    eprintln!(
+        "{{\"bench\":\"store_migration\",\"headers\":{n},\"legacy_bytes\":{legacy},\
+         \"compact_bytes\":{compact},\"migrate_open_ms\":{:.0},\"next_open_ms\":{:.0}}}",
+        migrated.as_secs_f64() * 1000.0,
+        reopened.as_secs_f64() * 1000.0
+    );
+}
