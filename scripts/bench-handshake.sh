@@ -113,7 +113,7 @@ if [ -n "$core_dir" ]; then
   "$core_dir/bin/bitcoind" -regtest -datadir="$tmp/core" -port="$cp" -bind="127.0.0.1:$cp" \
     -rpcport="$cr" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -rpcuser=bench -rpcpassword=bench \
     -dnsseed=0 -fixedseeds=0 -discover=0 -listenonion=0 -natpmp=0 -printtoconsole=0 -daemon=0 \
-    -maxconnections=1000 -whitelist=noban@127.0.0.0/8 >"$tmp/core.log" 2>&1 </dev/null &
+    -connect=0 -listen=1 -maxconnections=1000 -whitelist=noban@127.0.0.0/8 >"$tmp/core.log" 2>&1 </dev/null &
   core_pid=$!
   pids+=("$core_pid")
   timeout 60 "${core_rpc[@]}" -rpcwait getnetworkinfo >/dev/null

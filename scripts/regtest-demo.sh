@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-core_cli() { "$core_dir/bin/bitcoin-cli" -regtest -rpcport="$core_rpc" -rpcuser=demo -rpcpassword=demo "$@"; }
+core_cli() { "$core_dir/bin/bitcoin-cli" -regtest -datadir="$work/core" -rpcport="$core_rpc" -rpcuser=demo -rpcpassword=demo "$@"; }
 # verack answers Core's bitcoin-cli: same cookie path (<datadir>/regtest/.cookie), its own port.
 verack_cli() { "$core_dir/bin/bitcoin-cli" -regtest -datadir="$work/verack" -rpcport="$verack_rpc" "$@"; }
 field() { python3 -c 'import json,sys; v=json.load(sys.stdin)

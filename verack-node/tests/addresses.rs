@@ -99,13 +99,19 @@ impl Node {
 /// Runs the binary to completion with `flags` (and `datadir`'s config file); returns the
 /// exit code and stderr.
 async fn run(datadir: &Path, flags: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_verack"))
-        .arg(format!("--datadir={}", datadir.display()))
-        .args(flags)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
+    // Bounded: a settings regression must fail here, not leave a running node behind.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        Command::new(env!("CARGO_BIN_EXE_verack"))
+            .arg(format!("--datadir={}", datadir.display()))
+            .args(flags)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the node exits on a settings error within 20 s")
+    .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),

@@ -44,9 +44,9 @@ async fn wait_for_line(node: &VerackNode, parts: &[&str], within: Duration) -> S
     }
 }
 
-/// A loopback port nothing listens on (bound, then released).
+/// A loopback port nothing listens on: 1 (tcpmux), which no parallel test can take.
 async fn dead_port() -> u16 {
-    free_port().await
+    1
 }
 
 /// Runs the binary with `args` (it must exit on its own within 10 s); returns the exit code

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use verack_testkit::{free_port, scratch_dir, wait_for, BitcoinCore, VerackNode};
+use verack_testkit::{scratch_dir, wait_for, BitcoinCore, VerackNode};
 
 /// Bound for a sync of a few hundred headers from Core (loopback, one machine), including a
 /// repair at start.
@@ -28,9 +28,10 @@ async fn core_tip(core: &BitcoinCore) -> (u64, String) {
     (core.block_count().await, core.best_hash().await)
 }
 
-/// `--connect` to a loopback port nothing listens on: a node with no reachable peer.
+/// `--connect` to a loopback port nothing listens on (port 1, which no parallel test can
+/// take): a node with no reachable peer.
 async fn no_peer() -> String {
-    format!("--connect=127.0.0.1:{}", free_port().await)
+    "--connect=127.0.0.1:1".to_string()
 }
 
 fn log_of(datadir: &Path) -> String {

@@ -137,14 +137,20 @@ fn remove_stale_temporaries(path: &Path) {
     } else {
         dir
     };
-    let mut prefix = OsString::from(name);
-    prefix.push(".tmp");
-    let prefix = prefix.as_encoded_bytes();
+    // Ours only: `<name>.tmp-<pid>-<n>`, and the single `<name>.tmp` of older versions; not a
+    // neighbour such as `<name>.tmpbackup`.
+    let mut old = OsString::from(name);
+    old.push(".tmp");
+    let mut prefix = old.clone();
+    prefix.push("-");
+    let (old, prefix) = (old.as_encoded_bytes(), prefix.as_encoded_bytes());
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().as_encoded_bytes().starts_with(prefix) {
+        let file = entry.file_name();
+        let file = file.as_encoded_bytes();
+        if !(file.starts_with(prefix) || file == old) {
             continue;
         }
         let stale = entry
@@ -222,11 +228,12 @@ mod tests {
         let crashed = dir.path().join("peers.dat.tmp-1-0");
         let fresh = dir.path().join("peers.dat.tmp-2-0");
         let other = dir.path().join("anchors.json.tmp");
-        for f in [&stale, &crashed, &fresh, &other] {
+        let neighbour = dir.path().join("peers.dat.tmpbackup");
+        for f in [&stale, &crashed, &fresh, &other, &neighbour] {
             fs::write(f, b"x").unwrap();
         }
         let old = std::time::SystemTime::now() - STALE_TEMPORARY_AGE - Duration::from_secs(1);
-        for f in [&stale, &crashed, &other] {
+        for f in [&stale, &crashed, &other, &neighbour] {
             File::options()
                 .write(true)
                 .open(f)
@@ -238,6 +245,10 @@ mod tests {
         assert!(!stale.exists() && !crashed.exists());
         assert!(fresh.exists(), "a write in progress is never touched");
         assert!(other.exists(), "only this file's temporaries");
+        assert!(
+            neighbour.exists(),
+            "not a file that merely starts with `<name>.tmp`"
+        );
     }
 
     #[test]

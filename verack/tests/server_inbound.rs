@@ -14,7 +14,9 @@ use verack::server::{PeerEvent, Refusal, Server};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_flood_holds_at_most_the_pending_slots_and_an_honest_peer_gets_in() {
     let mut cfg = server_config();
-    cfg.peer.handshake_timeout = Duration::from_secs(1);
+    // Short enough that the test ends soon, long enough that an honest peer getting in
+    // well before it shows a slot was made for it (on a loaded 2-core machine).
+    cfg.peer.handshake_timeout = Duration::from_secs(5);
     let (server, shutdown, at) = started(cfg).await;
     // 200 silent connections from 25 different /24s (8 each, the per-/24 limit).
     let mut silent = Vec::new();
@@ -47,8 +49,8 @@ async fn silent_flood_holds_at_most_the_pending_slots_and_an_honest_peer_gets_in
         .unwrap()
         .expect("honest handshake completes during the flood");
     assert!(
-        started_at.elapsed() < Duration::from_secs(1),
-        "it made room by dropping a silent one, not by waiting for their timeouts"
+        started_at.elapsed() < Duration::from_secs(3),
+        "it made room by dropping a silent one, not by waiting for their 5 s timeouts"
     );
     // Every silent connection is closed: dropped to make room, or by the handshake timeout.
     for s in silent.iter_mut() {

@@ -156,10 +156,19 @@ pub fn move_aside(path: &Path, reason: &str) -> Result<PathBuf, StoreError> {
     };
     for suffix in ["-wal", "-shm"] {
         let side = with_suffix(path, suffix);
-        match std::fs::symlink_metadata(&side) {
-            Ok(_) => std::fs::rename(&side, with_suffix(&moved, suffix)).map_err(failed)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
+        let result = match std::fs::symlink_metadata(&side) {
+            Ok(_) => std::fs::rename(&side, with_suffix(&moved, suffix)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // Never leave a main file and its WAL apart (a new store created beside a stale
+            // WAL could replay it): put back what was moved, best effort, and report.
+            for back in ["-wal", "-shm"] {
+                let _ = std::fs::rename(with_suffix(&moved, back), with_suffix(path, back));
+            }
+            let _ = std::fs::rename(&moved, path);
+            return Err(failed(e));
         }
     }
     Ok(moved)

@@ -395,7 +395,7 @@ impl<T> Registry<T> {
                 // removed: an eviction is never undone, so it happens only when admission
                 // succeeds (the caller disconnects the victim it gets back).
                 let needs_eviction = self.count(Direction::Inbound) >= rules.max_inbound;
-                let total_after = self.peers.len() - usize::from(needs_eviction);
+                let total_after = self.peers.len().saturating_sub(usize::from(needs_eviction));
                 if total_after >= rules.max_total {
                     return Err(Refusal::TooManyPeers);
                 }

@@ -10,15 +10,13 @@ use bitcoin::{BlockHash, Work};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::chain::{
-    add_work, block_proof, check_proof_of_work, HeaderError, HeaderTree, TipChange,
-};
+use crate::chain::{check_proof_of_work, HeaderError, HeaderTree, TipChange};
 use crate::peer::PeerId;
 
-use super::presync::{ChainStart, HeadersSyncState, PresyncSalt, State as PresyncState};
+use super::presync::{self, ChainStart, HeadersSyncState, PresyncSalt, State as PresyncState};
 use super::types::{
     Action, Announcement, DisconnectCause, Input, Misbehaviour, PeerInfo, PeerSyncInfo, SyncConfig,
-    ANTI_DOS_WORK_BUFFER_BLOCKS, SENDHEADERS_VERSION,
+    SENDHEADERS_VERSION,
 };
 use super::walk;
 
@@ -124,17 +122,6 @@ impl std::fmt::Debug for SyncManager {
 fn unix_secs(now: SystemTime) -> u32 {
     now.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-}
-
-fn zero_work() -> Work {
-    Work::from_le_bytes([0; 32])
-}
-
-/// The total work `headers` claim by their bits (Core's `CalculateClaimedHeadersWork`).
-fn claimed_work(headers: &[Header]) -> Work {
-    headers
-        .iter()
-        .fold(zero_work(), |sum, h| add_work(sum, block_proof(h.bits)))
 }
 
 impl SyncManager {
@@ -253,19 +240,15 @@ impl SyncManager {
             <= i64::from(unix_secs(now)) - self.config.max_tip_age.as_secs() as i64
     }
 
-    /// Core's `GetAntiDoSWorkThreshold`: our tip's work minus 144 blocks at its difficulty,
-    /// and at least the minimum chain work.
+    /// Core's `GetAntiDoSWorkThreshold` ([`presync::anti_dos_work_threshold`]): our tip's
+    /// work minus 144 blocks at its difficulty, and at least the minimum chain work.
     fn anti_dos_threshold(&self) -> Work {
         let tip = self.tree.tip();
-        let proof = block_proof(tip.header.bits);
-        let buffer =
-            (0..ANTI_DOS_WORK_BUFFER_BLOCKS).fold(zero_work(), |sum, _| add_work(sum, proof));
-        let near_tip = if tip.chain_work > buffer {
-            tip.chain_work - buffer
-        } else {
-            zero_work()
-        };
-        near_tip.max(self.tree.params().min_chain_work)
+        presync::anti_dos_work_threshold(
+            tip.chain_work,
+            tip.header.bits,
+            self.tree.params().min_chain_work,
+        )
     }
 
     /// The peer stops being an initial-sync candidate (another is picked by `start_syncs`).
@@ -351,7 +334,7 @@ impl SyncManager {
         validated_work |= self.tree.is_active(&last_hash);
         if !validated_work {
             let threshold = self.anti_dos_threshold();
-            if add_work(start_work, claimed_work(&headers)) < threshold {
+            if presync::claimed_chain_work(start_work, &headers) < threshold {
                 if full {
                     self.start_presync(id, first_prev, threshold, &headers, now, out);
                 } else {
@@ -372,16 +355,13 @@ impl SyncManager {
     /// builds on the one before it. The first failure, if any.
     fn sanity_check(&self, headers: &[Header]) -> Option<Misbehaviour> {
         let params = self.tree.params();
-        let mut hashes = Vec::with_capacity(headers.len());
         for header in headers {
             let hash = header.block_hash();
             if !check_proof_of_work(params, hash, header.bits) {
                 return Some(Misbehaviour::InvalidProofOfWork { hash });
             }
-            hashes.push(hash);
         }
-        (1..headers.len())
-            .find(|&i| headers[i].prev_blockhash != hashes[i - 1])
+        crate::chain::first_discontinuity(headers)
             .map(|index| Misbehaviour::NonContinuousHeaders { index })
     }
 
@@ -439,11 +419,10 @@ impl SyncManager {
                 error @ (HeaderError::TimeTooNew { .. } | HeaderError::MissingAncestor { .. }),
             )) => {
                 // Core's BLOCK_TIME_FUTURE: rejected, not punished (it may become valid). A
-                // missing ancestor is our trusted start's limit, not the peer's fault.
+                // missing ancestor is our trusted start's limit, not the peer's fault. As Core,
+                // the peer's sync state is left alone: it is not shut out of sync (our clock
+                // may be the one that is wrong), and Core's sync timeout still applies.
                 tracing::debug!(peer = id.0, %error, "header not accepted");
-                if self.sync_peer == Some(id) {
-                    self.stop_syncing_from(id);
-                }
             }
             Some((_, error)) => {
                 self.misbehaving(id, Misbehaviour::InvalidHeader(error), out);

@@ -972,7 +972,7 @@ pub fn anti_dos_work_threshold(
 ) -> Work {
     let proof = block_proof(tip_bits);
     let mut buffer = Work::from_le_bytes([0; 32]);
-    for _ in 0..144 {
+    for _ in 0..super::ANTI_DOS_WORK_BUFFER_BLOCKS {
         buffer = add_work(buffer, proof);
     }
     let near_tip = tip_work - buffer.min(tip_work);

@@ -278,6 +278,8 @@ fn a_header_from_the_future_is_refused_without_penalty() {
     let out = m.handle(headers(1, &chain), now);
     assert!(misbehaving(&out).is_empty(), "{out:?}");
     assert_eq!(m.tree().height(), 2);
+    // Not shut out (our clock may be the wrong one): still the sync peer, as in Core.
+    assert_eq!(m.sync_peer(), Some(PeerId(1)));
 }
 
 #[test]
@@ -713,10 +715,15 @@ fn a_redownload_that_diverges_from_the_commitments_stores_nothing() {
     m.handle(headers(1, &chain[2000..]), now);
     // Another chain in redownload: it fails a commitment (each passes with probability ½,
     // and 2000 headers hold about 7), and nothing of it is stored.
+    assert_eq!(m.peer(PeerId(1)).unwrap().presync_height, Some(4000));
     let out = m.handle(headers(1, &other[..2000]), now);
     assert!(persisted(&out).is_empty());
     assert_eq!(m.tree().height(), 0);
     assert!(misbehaving(&out).is_empty(), "Core does not punish it");
+    // The redownload failed (the salt is fixed in tests, so this is deterministic): the
+    // message was then taken as the start of a new low-work chain, presynced to 2000. A
+    // redownload that wrongly carried on would still report the first chain's 4000.
+    assert_eq!(m.peer(PeerId(1)).unwrap().presync_height, Some(2000));
 }
 
 #[test]
