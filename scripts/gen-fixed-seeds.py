@@ -28,6 +28,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "verack", "src", "discovery", "fixed_seeds_table.rs")
 DEFAULT_COMMIT = "58a7869f860f022e6163dc3fae3106a0599830c5"
 HEADER_CANDIDATES = [
+    # Beside the Core folder CI was pointed at ($VERACK_CORE_DIR/../data/core), then the
+    # shared folder beside the repository, then /work/shared.
+    *([os.path.join(os.environ["VERACK_CORE_DIR"], "..", "data", "core", "chainparamsseeds.h")]
+      if os.environ.get("VERACK_CORE_DIR") else []),
     os.path.join(REPO, "..", "shared", "data", "core", "chainparamsseeds.h"),
     "/work/shared/data/core/chainparamsseeds.h",
 ]
