@@ -67,9 +67,11 @@ for _ in $(seq 300); do
   fi
   sleep 0.1
 done
-echo "   what verack printed:"
-sed -e 's/^/   | /' "$work/verack.log" | head -n 20
-[ -n "$synced" ] || { echo "error: verack did not reach Core's tip within 30 s" >&2; exit 1; }
+[ -n "$synced" ] || {
+  sed -e 's/^/   | /' "$work/verack.log" | tail -n 20
+  echo "error: verack did not reach Core's tip within 30 s" >&2
+  exit 1
+}
 
 echo "== Core mines 10 more; verack follows"
 core_cli generatetodescriptor 10 "raw(51)" >/dev/null
@@ -78,6 +80,13 @@ for _ in $(seq 100); do
   [ "$(verack_cli getbestblockhash)" = "$target" ] && break
   sleep 0.1
 done
+# The progress reporter samples once a second: give it a moment to say it is synced.
+for _ in $(seq 50); do
+  grep -q "synced at height" "$work/verack.log" && break
+  sleep 0.1
+done
+echo "   what verack printed (log level info):"
+sed -e 's/^/   | /' "$work/verack.log" | head -n 20
 
 echo "== bitcoin-cli getblockchaininfo, asked of verack"
 info=$(verack_cli getblockchaininfo)
