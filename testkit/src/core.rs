@@ -236,21 +236,15 @@ impl BitcoinCore {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let peers = self.peer_info().await;
-            if let Some(p) = peers.iter().find(|p| pred(p)) {
-                return p.clone();
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "Core: no peer {what} within {within:?}; getpeerinfo: {}\n--- debug.log tail ---\n{}",
-                    Value::Array(peers),
-                    self.debug_log_tail(CORE_LOG_TAIL_LINES)
-                );
-            }
-            sleep(POLL_INTERVAL).await;
-        }
+        crate::wait::wait_for_peer_entry(
+            "Core",
+            what,
+            within,
+            || self.peer_info(),
+            pred,
+            || self.debug_log_tail(CORE_LOG_TAIL_LINES),
+        )
+        .await
     }
 
     /// Polls until `getblockchaininfo.headers` is at least `height`, up to `within`; returns it.

@@ -230,21 +230,15 @@ impl VerackNode {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let peers = self.peer_info().await;
-            if let Some(p) = peers.iter().find(|p| pred(p)) {
-                return p.clone();
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "verack: no peer {what} within {within:?}; getpeerinfo: {}\n--- verack log tail ---\n{}",
-                    Value::Array(peers),
-                    self.log_tail(VERACK_LOG_TAIL_LINES)
-                );
-            }
-            sleep(POLL_INTERVAL).await;
-        }
+        crate::wait::wait_for_peer_entry(
+            "verack",
+            what,
+            within,
+            || self.peer_info(),
+            pred,
+            || self.log_tail(VERACK_LOG_TAIL_LINES),
+        )
+        .await
     }
 
     /// Polls until `getbestblockhash` equals `hash`, up to `within`.

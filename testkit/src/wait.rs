@@ -33,6 +33,41 @@ where
     }
 }
 
+/// Polls `peer_info` (a `getpeerinfo` result) until an entry satisfies `pred`, up to
+/// `within`; returns that entry. Shared by the Core and verack launchers.
+///
+/// # Panics
+/// At the deadline, naming `node` and `what` and quoting the last `getpeerinfo` and
+/// `log_tail()` (the node's log, read only then).
+pub async fn wait_for_peer_entry<F, Fut>(
+    node: &str,
+    what: &str,
+    within: Duration,
+    mut peer_info: F,
+    pred: impl Fn(&serde_json::Value) -> bool,
+    log_tail: impl FnOnce() -> String,
+) -> serde_json::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Vec<serde_json::Value>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let peers = peer_info().await;
+        if let Some(p) = peers.iter().find(|p| pred(p)) {
+            return p.clone();
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{node}: no peer {what} within {within:?}; getpeerinfo: {}\n--- {node} log tail ---\n{}",
+                serde_json::Value::Array(peers),
+                log_tail()
+            );
+        }
+        sleep(POLL_INTERVAL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
