@@ -61,6 +61,7 @@
 //! # }
 //! ```
 
+pub mod address;
 pub mod addrman;
 pub mod atomic_file;
 pub mod backoff;
@@ -68,6 +69,7 @@ pub mod chain;
 pub mod discovery;
 pub mod netgroup;
 pub mod peer;
+pub mod proxy;
 pub mod server;
 pub mod sync;
 pub mod transport;
