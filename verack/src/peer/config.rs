@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::message_network::VersionMessage;
 use bitcoin::p2p::ServiceFlags;
 use bitcoin::Network;
 
@@ -48,6 +50,12 @@ impl fmt::Debug for StartHeight {
         }
     }
 }
+
+/// Builds the extra negotiation messages we send between `version` and `verack` (see
+/// [`PeerConfig::negotiation`]): called once per handshake with the remote's `version` and the
+/// negotiated protocol version (`min(ours, theirs)`), after the checks and the caller's
+/// `on_version` callback passed.
+pub type NegotiationFn = Arc<dyn Fn(&VersionMessage, u32) -> Vec<NetworkMessage> + Send + Sync>;
 
 /// Everything a peer needs to know about us and its limits.
 ///
@@ -136,6 +144,27 @@ pub struct PeerConfig {
     pub nonce_cache: Arc<NonceCache>,
     /// Observers of every message read and written. Default none.
     pub hooks: Option<Arc<dyn MessageHooks>>,
+    /// Extra negotiation messages to send before our `verack` (handshake extension), e.g. a
+    /// BIP330 `sendtxrcncl` or BIP434 `feature`s, built per handshake from the remote's
+    /// `version` and the negotiated version (see [`NegotiationFn`]); usually
+    /// `NetworkMessage::Unknown { command, payload }`. Default `None`: we send only
+    /// `wtxidrelay` and `sendaddrv2` (at 70016 and later).
+    ///
+    /// They go after our `wtxidrelay`/`sendaddrv2` and before our `verack`, in the order
+    /// returned, in the same write; they are counted in stats and seen by the hooks. The
+    /// function decides what suits the remote: BIP434 says to send `feature` only to peers at
+    /// 70017 or later (Core disconnects otherwise), and Core only reads pre-`verack`
+    /// negotiation from peers at 70016 or later. A `version` or `verack` returned is not sent.
+    /// What we sent is kept in [`Negotiated::local_extra_messages`](super::Negotiated::local_extra_messages).
+    /// A returned message over 4,000,000 bytes fails the handshake with
+    /// [`HandshakeError::Io`](super::HandshakeError::Io) (`InvalidInput`).
+    ///
+    /// Sending `sendtxrcncl` means we speak BIP330 (as Core with `-txreconciliation`): a
+    /// `sendtxrcncl` the remote sends *after* `verack` then disconnects it as a
+    /// [`LateNegotiation`](super::Violation::LateNegotiation), as Core's net_processing does
+    /// ("sendtxrcncl received after verack"); without it, a late one is ignored, as Core
+    /// without `-txreconciliation`.
+    pub negotiation: Option<NegotiationFn>,
 }
 
 impl PeerConfig {
@@ -169,6 +198,7 @@ impl PeerConfig {
             known_inventory_capacity: 50_000,
             nonce_cache: Arc::new(NonceCache::default()),
             hooks: None,
+            negotiation: None,
         }
     }
 
@@ -198,6 +228,7 @@ impl fmt::Debug for PeerConfig {
             .field("v2_handshake_timeout", &self.v2_handshake_timeout)
             .field("v2_decoys", &self.v2_decoys)
             .field("hooks", &self.hooks.is_some())
+            .field("negotiation", &self.negotiation.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -300,7 +300,7 @@ pub(crate) async fn write_messages<W: AsyncWrite + Unpin>(
     let now = Instant::now();
     let mut start = 0;
     for (msg, end) in msgs.iter().zip(ends) {
-        ctx.record_written(msg.cmd(), &wire[start..end], now);
+        ctx.record_written(msg.command().as_ref(), &wire[start..end], now);
         start = end;
     }
     Ok(())

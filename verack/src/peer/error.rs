@@ -125,8 +125,9 @@ pub enum Violation {
         command: String,
     },
     /// A message only allowed between `version` and `verack` (`wtxidrelay`, `sendaddrv2`,
-    /// `feature`) came after the handshake, as Core's net_processing rejects. (A late
-    /// `sendtxrcncl` is ignored, as Core without `-txreconciliation` does.)
+    /// `feature`) came after the handshake, as Core's net_processing rejects; also a late
+    /// `sendtxrcncl` when we sent one in our handshake extension (as Core with
+    /// `-txreconciliation`); otherwise a late `sendtxrcncl` is ignored, as Core without it.
     #[error("{command} after verack")]
     LateNegotiation {
         /// The command.

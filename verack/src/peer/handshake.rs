@@ -26,6 +26,21 @@ pub const MAX_HELD_MESSAGES: usize = 3;
 pub const MAX_IGNORED_BEFORE_VERSION: usize = 100;
 /// The first version with `wtxidrelay` (BIP339) and `sendaddrv2` (BIP155).
 pub const WTXID_RELAY_VERSION: u32 = 70016;
+/// Messages of unknown type received before `verack` kept in
+/// [`Negotiated::extra_messages`]: 32 (our bound; BIP434 allows any number and Core keeps
+/// none). Later ones are ignored, not refused.
+pub const MAX_EXTRA_MESSAGES: usize = 32;
+/// Payload bytes, summed, of the messages kept in [`Negotiated::extra_messages`]: 65,536 (our
+/// bound: 32 BIP434 `feature`s of the largest size fit). A message that would cross it is
+/// ignored, not refused.
+pub const MAX_EXTRA_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What the remote sent before its `verack`, besides `version`.
+struct BeforeVerack {
+    features: RemoteFeatures,
+    held: Vec<NetworkMessage>,
+    extra: Vec<NetworkMessage>,
+}
 
 /// What the exchange produced.
 pub(crate) struct Exchange {
@@ -107,11 +122,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 self.send(self.our_version(local_nonce)).await?;
                 let remote = self.read_version().await?;
                 let version = self.check_version(&remote, on_version)?;
-                let (features, held) = self.read_until_verack(version).await?;
-                let mut replies = self.negotiation(version);
+                let before = self.read_until_verack(version).await?;
+                let (mut replies, ours) = self.negotiation(&remote, version);
                 replies.push(NetworkMessage::Verack);
                 self.send_all(&replies).await?;
-                self.negotiated(remote, version, local_nonce, features, held)
+                self.negotiated(remote, version, local_nonce, before, ours)
             }
             Direction::Inbound => {
                 let remote = self.read_version().await?;
@@ -119,11 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 // version, the feature negotiation and verack in one write (one syscall, one
                 // segment) rather than four.
                 let mut replies = vec![self.our_version(local_nonce)];
-                replies.extend(self.negotiation(version));
+                let (negotiation, ours) = self.negotiation(&remote, version);
+                replies.extend(negotiation);
                 replies.push(NetworkMessage::Verack);
                 self.send_all(&replies).await?;
-                let (features, held) = self.read_until_verack(version).await?;
-                self.negotiated(remote, version, local_nonce, features, held)
+                let before = self.read_until_verack(version).await?;
+                self.negotiated(remote, version, local_nonce, before, ours)
             }
         };
         Ok(exchange)
@@ -180,15 +196,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     /// The feature negotiation sent between `version` and `verack` (BIP339 `wtxidrelay`,
-    /// BIP155 `sendaddrv2`) at protocol `version` 70016 and later. No BIP434 `feature` is
-    /// sent at 70017: we implement none, and Bitcoin Core (which advertises 70017) sends none
-    /// either; BIP434 requires only that we accept them.
-    fn negotiation(&self, version: u32) -> Vec<NetworkMessage> {
-        if version >= WTXID_RELAY_VERSION {
+    /// BIP155 `sendaddrv2`) at protocol `version` 70016 and later, then the caller's extra
+    /// messages ([`PeerConfig::negotiation`](super::PeerConfig::negotiation), `version` and
+    /// `verack` left out); returns all of them and the extra ones alone. No BIP434 `feature`
+    /// is sent by default: verack implements none, and Bitcoin Core (which advertises 70017)
+    /// sends none either; BIP434 requires only that we accept them.
+    fn negotiation(
+        &self,
+        remote: &VersionMessage,
+        version: u32,
+    ) -> (Vec<NetworkMessage>, Vec<NetworkMessage>) {
+        let mut all = if version >= WTXID_RELAY_VERSION {
             vec![NetworkMessage::WtxidRelay, NetworkMessage::SendAddrV2]
         } else {
             Vec::new()
-        }
+        };
+        let extra: Vec<NetworkMessage> = match &self.config.negotiation {
+            Some(build) => build(remote, version)
+                .into_iter()
+                .filter(|m| !matches!(m, NetworkMessage::Version(_) | NetworkMessage::Verack))
+                .collect(),
+            None => Vec::new(),
+        };
+        all.extend(extra.iter().cloned());
+        (all, extra)
     }
 
     /// Reads until `version`. Other messages are ignored, as Core's net_processing does
@@ -213,17 +244,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         }
     }
 
-    /// Reads until `verack`, recording feature negotiation, ignoring messages of unknown type
-    /// and holding up to [`MAX_HELD_MESSAGES`] others.
-    async fn read_until_verack(
-        &mut self,
-        version: u32,
-    ) -> Result<(RemoteFeatures, Vec<NetworkMessage>), HandshakeError> {
+    /// Reads until `verack`, recording feature negotiation, keeping messages of unknown type
+    /// (within [`MAX_EXTRA_MESSAGES`] and [`MAX_EXTRA_MESSAGE_BYTES`]) and holding up to
+    /// [`MAX_HELD_MESSAGES`] others.
+    async fn read_until_verack(&mut self, version: u32) -> Result<BeforeVerack, HandshakeError> {
         let mut features = RemoteFeatures::default();
         let mut held = Vec::new();
+        let mut extra = Vec::new();
+        let mut extra_bytes = 0;
         loop {
             match self.read().await? {
-                NetworkMessage::Verack => return Ok((features, held)),
+                NetworkMessage::Verack => {
+                    return Ok(BeforeVerack {
+                        features,
+                        held,
+                        extra,
+                    })
+                }
                 NetworkMessage::SendHeaders => features.send_headers = true,
                 NetworkMessage::SendCmpct(m) => features.compact_blocks = Some(m),
                 // Core ignores wtxidrelay from peers below 70016.
@@ -233,7 +270,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                 NetworkMessage::SendAddrV2 => features.addr_v2 = true,
                 NetworkMessage::Unknown { command, payload } => {
                     on_unknown_before_verack(&mut features, version, command.as_ref(), &payload)
-                        .map_err(HandshakeError::InvalidFeature)?
+                        .map_err(HandshakeError::InvalidFeature)?;
+                    if extra.len() < MAX_EXTRA_MESSAGES
+                        && extra_bytes + payload.len() <= MAX_EXTRA_MESSAGE_BYTES
+                    {
+                        extra_bytes += payload.len();
+                        extra.push(NetworkMessage::Unknown { command, payload });
+                    }
                 }
                 other @ NetworkMessage::Version(_) => {
                     return Err(HandshakeError::NotVerack {
@@ -255,8 +298,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         remote: VersionMessage,
         protocol_version: u32,
         local_nonce: u64,
-        features: RemoteFeatures,
-        held: Vec<NetworkMessage>,
+        before: BeforeVerack,
+        local_extra_messages: Vec<NetworkMessage>,
     ) -> Exchange {
         Exchange {
             negotiated: Negotiated {
@@ -275,10 +318,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
                     .filter(|a| !a.ip().is_unspecified()),
                 remote_nonce: remote.nonce,
                 local_nonce,
-                features,
+                features: before.features,
+                extra_messages: before.extra,
+                local_extra_messages,
                 transport: self.transport,
             },
-            held,
+            held: before.held,
         }
     }
 

@@ -72,7 +72,8 @@ macro_rules! handler_methods {
 /// `pong`, and applies BIP111; the handler still sees `ping`, `pong` and permitted filter
 /// messages. Messages that are protocol violations after the handshake (`version`, `verack`,
 /// `wtxidrelay`, `sendaddrv2`, `feature`) disconnect and never reach it; a late `sendtxrcncl`
-/// is dropped (Core without `-txreconciliation` ignores it).
+/// is dropped (Core without `-txreconciliation` ignores it), or disconnects when we sent one
+/// ourselves in the handshake extension (Core with `-txreconciliation`).
 ///
 /// Up to three messages the remote sent between `version` and `verack` are delivered first,
 /// in order. Override

@@ -55,10 +55,19 @@
 //! accepts there (`sendheaders`, `sendcmpct`, `wtxidrelay`, `sendaddrv2`, `sendtxrcncl`,
 //! BIP434 `feature`); they are recorded in [`Negotiated::features`]. A `feature` at a
 //! negotiated version below 70017 or with a malformed payload fails with
-//! [`HandshakeError::InvalidFeature`] (Core disconnects). Messages of unknown type are ignored
-//! (BIP434, Core). Up to three other messages are held and delivered, in order, as the first
-//! messages once the peer runs (dcrd's rule for old peers that send `getheaders` early); a
-//! fourth fails with [`HandshakeError::NotVerack`].
+//! [`HandshakeError::InvalidFeature`] (Core disconnects). Every message of a type rust-bitcoin
+//! does not know (`sendtxrcncl`, `feature` and any other, e.g. a future extension's) is kept,
+//! in order, in [`Negotiated::extra_messages`] (at most [`MAX_EXTRA_MESSAGES`] messages and
+//! [`MAX_EXTRA_MESSAGE_BYTES`] bytes of payload; beyond that they are ignored, as BIP434 and
+//! Core ignore unknown messages). Up to three other messages are held and delivered, in
+//! order, as the first messages once the peer runs (dcrd's rule for old peers that send
+//! `getheaders` early); a fourth fails with [`HandshakeError::NotVerack`].
+//!
+//! # Handshake extension
+//! [`PeerConfig::negotiation`] adds our own negotiation messages (e.g. `sendtxrcncl`, BIP434
+//! `feature`), sent after `wtxidrelay`/`sendaddrv2` and before our `verack`; the remote's are in
+//! [`Negotiated::extra_messages`], so a caller can implement a negotiated feature without
+//! changing the handshake.
 
 mod command_bytes;
 mod config;
@@ -91,7 +100,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use config::{
-    PeerConfig, StartHeight, DEFAULT_MIN_PROTOCOL_VERSION, DEFAULT_PROTOCOL_VERSION,
+    NegotiationFn, PeerConfig, StartHeight, DEFAULT_MIN_PROTOCOL_VERSION, DEFAULT_PROTOCOL_VERSION,
     DEFAULT_USER_AGENT,
 };
 pub use error::{
@@ -99,7 +108,10 @@ pub use error::{
 };
 pub use fallback::{V1OnlyCache, V1_ONLY_CACHE_SIZE};
 pub use handle::PeerHandle;
-pub use handshake::{MAX_HELD_MESSAGES, MAX_IGNORED_BEFORE_VERSION, WTXID_RELAY_VERSION};
+pub use handshake::{
+    MAX_EXTRA_MESSAGES, MAX_EXTRA_MESSAGE_BYTES, MAX_HELD_MESSAGES, MAX_IGNORED_BEFORE_VERSION,
+    WTXID_RELAY_VERSION,
+};
 pub use hooks::{dispatch, IgnoreMessages, MessageHandler, MessageHooks};
 pub use inventory::{poisson_delay, MAX_INV_PER_MESSAGE};
 pub use negotiated::{

@@ -23,9 +23,11 @@ pub struct RemoteFeatures {
     pub compact_blocks: Option<SendCmpct>,
     /// The remote's first `sendtxrcncl` (BIP330) before `verack` with a full 12-byte payload,
     /// if any; recorded for information only. verack does not implement transaction
-    /// reconciliation, so, as Bitcoin Core without `-txreconciliation` (net_processing), a
-    /// `sendtxrcncl` never disconnects: a short payload, a repeat, version 0 and one after
-    /// `verack` are all ignored.
+    /// reconciliation itself, so, as Bitcoin Core without `-txreconciliation` (net_processing),
+    /// a `sendtxrcncl` before `verack` never disconnects: a short payload, a repeat and version
+    /// 0 are ignored. One after `verack` is ignored too, unless we sent `sendtxrcncl` in our
+    /// [handshake extension](super::PeerConfig::negotiation) (then it disconnects, as Core
+    /// with `-txreconciliation`).
     pub tx_reconciliation: Option<TxReconciliation>,
     /// The remote's well-formed `feature` messages (BIP434) before `verack`, in the order
     /// received, at most [`MAX_RECORDED_FEATURES`] (later ones are ignored, not refused).
@@ -248,6 +250,18 @@ pub struct Negotiated {
     pub local_nonce: u64,
     /// Features the remote announced before `verack`.
     pub features: RemoteFeatures,
+    /// Every message of a type rust-bitcoin does not know (`NetworkMessage::Unknown`: BIP330
+    /// `sendtxrcncl`, BIP434 `feature`, any future extension) the remote sent between its
+    /// `version` and `verack`, in the order received, checksum verified; at most
+    /// [`MAX_EXTRA_MESSAGES`](super::MAX_EXTRA_MESSAGES) messages and
+    /// [`MAX_EXTRA_MESSAGE_BYTES`](super::MAX_EXTRA_MESSAGE_BYTES) bytes of payload (later
+    /// ones are ignored). `sendtxrcncl` and `feature` are also decoded into
+    /// [`features`](Self::features). The handshake extension's receive side: a caller
+    /// implementing a negotiated protocol reads the remote's offer here.
+    pub extra_messages: Vec<bitcoin::p2p::message::NetworkMessage>,
+    /// The extra negotiation messages we sent before our `verack`
+    /// ([`PeerConfig::negotiation`](super::PeerConfig::negotiation)), in order.
+    pub local_extra_messages: Vec<bitcoin::p2p::message::NetworkMessage>,
     /// The transport the handshake ran over: v1, or v2 with its BIP324 session id.
     pub transport: Transport,
 }

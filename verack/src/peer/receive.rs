@@ -79,9 +79,19 @@ pub(crate) fn on_received(
                 command: command.to_string(),
             })
         }
-        // We do not implement BIP330, so, as Core without `-txreconciliation`, a late
-        // `sendtxrcncl` is ignored (BIP330: "ignored by nodes that don't support it").
-        M::Unknown { command, .. } if command.as_ref() == "sendtxrcncl" => Ok(Delivery::Drop),
+        // When we offered BIP330 ourselves (a `sendtxrcncl` in our handshake extension), as
+        // Core with `-txreconciliation`: "sendtxrcncl received after verack" disconnects.
+        // Otherwise, as Core without it, a late `sendtxrcncl` is ignored (BIP330: "ignored by
+        // nodes that don't support it").
+        M::Unknown { command, .. } if command.as_ref() == "sendtxrcncl" => {
+            if offered_reconciliation(&shared.negotiated) {
+                violation(Violation::LateNegotiation {
+                    command: command.to_string(),
+                })
+            } else {
+                Ok(Delivery::Drop)
+            }
+        }
         M::FilterLoad(_) | M::FilterAdd(_) | M::FilterClear
             if !shared.config.services.has(ServiceFlags::BLOOM) =>
         {
@@ -174,6 +184,14 @@ pub(crate) fn on_received(
         }
         _ => Ok(Delivery::Deliver),
     }
+}
+
+/// Whether we sent `sendtxrcncl` before our `verack` (BIP330 offered).
+fn offered_reconciliation(negotiated: &super::Negotiated) -> bool {
+    negotiated
+        .local_extra_messages
+        .iter()
+        .any(|m| matches!(m, NetworkMessage::Unknown { command, .. } if command.as_ref() == "sendtxrcncl"))
 }
 
 /// Clears the stall deadlines of a reply's hashes; hashes are computed only when items are
