@@ -108,19 +108,21 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the seeding schedule until it is finished or `stop` fires. `outbound` gives the
-/// number of outbound full-relay peers; `manual` says whether `--addnode` peers exist (the
-/// fixed seeds then wait 60 s even without DNS seeds).
+/// Runs the seeding schedule until it is finished or `stop` fires. `dns` false skips the DNS
+/// seeds (`--proxy`); `outbound` gives the number of outbound full-relay peers; `manual` says
+/// whether `--addnode` peers exist (the fixed seeds then wait 60 s even without DNS seeds).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     addrman: Arc<AddrManSource>,
     network: Network,
     port: u16,
+    dns: bool,
     status: Arc<DiscoveryStatus>,
     outbound: impl Fn() -> usize,
     manual: bool,
     stop: CancellationToken,
 ) {
-    let seeds = dns_seeds(network);
+    let seeds = if dns { dns_seeds(network) } else { &[] };
     let fixed: Vec<_> = fixed_seeds(network)
         .into_iter()
         .filter(|s| s.is_ip())

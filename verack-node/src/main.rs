@@ -196,10 +196,12 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     let addrman = Arc::new(AddrManSource::new(man, Some(peers_path)));
     let (sync_tx, sync_rx) = node::sync_queue();
     let metrics_cell = Arc::new(OnceLock::new());
-    let server = Arc::new(
-        Server::new(config, NodeHandlers::new(sync_tx, metrics_cell.clone()))
-            .with_address_source(addrman.clone()),
-    );
+    let server = Arc::new(proxied(
+        Server::new(config, NodeHandlers::new(sync_tx, metrics_cell.clone())).with_address_source(
+            verack::address::OnlyNetworks::new(addrman.clone(), settings.onlynet.clone()),
+        ),
+        &settings,
+    ));
     // Subscribed before the start, so the sync task sees every peer.
     let sync_events = server.subscribe();
     let node = Node::new(
@@ -300,10 +302,17 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     if settings.connect.is_empty() {
         let network = settings.network;
         let weak = Arc::downgrade(&server);
+        // As Core with -proxy: no name is looked up outside the proxy. (Core then reaches the
+        // seeds by name through the proxy, as addr-fetch peers; our dialer takes addresses.)
+        let dns = settings.proxy.is_none();
+        if !dns {
+            tracing::info!("DNS seeds skipped: with --proxy no name is looked up outside the proxy (use --addnode/--connect; fixed seeds still apply)");
+        }
         tokio::spawn(discovery::run(
             addrman.clone(),
             network,
             settings::default_p2p_port(network),
+            dns,
             discovered,
             move || {
                 weak.upgrade().map_or(0, |s| {
@@ -336,6 +345,37 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     stopped?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `server` dialling through the SOCKS5 `--proxy`, if one is set (random credentials per
+/// connection unless `--proxyrandomize=false`), and logging the proxy and `--onlynet` setup.
+fn proxied<H: verack::server::PeerHandlers>(server: Server<H>, settings: &Settings) -> Server<H> {
+    use verack::address::Net;
+    use verack::proxy::{Credentials, Socks5Dialer};
+    if !settings.onlynet.is_empty() {
+        let names: Vec<&str> = settings.onlynet.iter().map(|n| n.name()).collect();
+        tracing::info!(networks = %names.join(","), "automatic outbound connections limited to these networks (--onlynet)");
+        if !settings
+            .onlynet
+            .iter()
+            .any(|n| matches!(n, Net::Ipv4 | Net::Ipv6))
+        {
+            tracing::warn!("--onlynet allows no IPv4/IPv6 address: there will be no automatic outbound connections (onion, I2P and CJDNS peers are not dialled yet)");
+        }
+    }
+    if let Some(onion) = settings.onion.filter(|o| Some(*o) != settings.proxy) {
+        tracing::info!(%onion, "onion proxy set (--onion); onion peers are not dialled yet");
+    }
+    let Some(proxy) = settings.proxy else {
+        return server;
+    };
+    let credentials = if settings.proxy_randomize {
+        Credentials::Randomize
+    } else {
+        Credentials::None
+    };
+    tracing::info!(%proxy, randomize = settings.proxy_randomize, "outbound connections go through the SOCKS5 proxy");
+    server.with_dialer(Socks5Dialer::new(proxy).with_credentials(credentials))
 }
 
 /// Fails early and clearly if files cannot be created in `dir`.

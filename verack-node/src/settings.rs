@@ -10,6 +10,7 @@ use clap::Parser;
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
+use verack::address::Net;
 use verack::server::PeerTarget;
 
 /// The config file's name inside the data directory.
@@ -78,6 +79,23 @@ pub struct Args {
     /// `nMinimumChainWork` for the network (0 on regtest).
     #[arg(long, value_name = "HEX")]
     pub min_chain_work: Option<String>,
+    /// Dial every outbound peer through this SOCKS5 proxy (IP[:PORT] or HOST[:PORT], port
+    /// 9050 by default; 0 for none), as Core's -proxy. With it, DNS seeds are not asked and
+    /// the node does not listen unless --listen is given.
+    #[arg(long, value_name = "ADDR|0")]
+    pub proxy: Option<String>,
+    /// A separate SOCKS5 proxy for Tor onion peers (default: --proxy); 0 to reach none, as
+    /// Core's -onion.
+    #[arg(long, value_name = "ADDR|0")]
+    pub onion: Option<String>,
+    /// Make automatic outbound connections only to this network (repeatable): ipv4, ipv6,
+    /// onion, i2p, cjdns. Manual peers and inbound connections are not affected (as Core).
+    #[arg(long, value_name = "NET")]
+    pub onlynet: Vec<Net>,
+    /// Random proxy credentials per connection, so Tor isolates every peer on its own
+    /// circuit (Core's -proxyrandomize). Default true.
+    #[arg(long, value_name = "BOOL")]
+    pub proxyrandomize: Option<bool>,
 }
 
 /// The config file: the same settings as the flags, kebab-case keys.
@@ -100,6 +118,10 @@ pub struct FileConfig {
     metrics_bind: Option<SocketAddr>,
     min_chain_work: Option<Spanned<String>>,
     v2transport: Option<bool>,
+    proxy: Option<Spanned<String>>,
+    onion: Option<Spanned<String>>,
+    onlynet: Option<Vec<Spanned<String>>>,
+    proxyrandomize: Option<bool>,
     /// Where it was read from and its text, to place errors in values found later.
     #[serde(skip)]
     source: Option<(PathBuf, String)>,
@@ -174,6 +196,15 @@ pub struct Settings {
     pub min_chain_work: Option<bitcoin::Work>,
     /// BIP324 v2 transport enabled.
     pub v2transport: bool,
+    /// The SOCKS5 proxy every outbound connection goes through (`--proxy`).
+    pub proxy: Option<SocketAddr>,
+    /// The SOCKS5 proxy for Tor onion peers (`--onion`, else `--proxy`); `None` when onion
+    /// peers cannot be reached.
+    pub onion: Option<SocketAddr>,
+    /// Networks automatic outbound connections may use (`--onlynet`); empty for all.
+    pub onlynet: Vec<Net>,
+    /// Random proxy credentials per connection (`--proxyrandomize`, default true).
+    pub proxy_randomize: bool,
 }
 
 /// A settings error, printed as one line.
@@ -440,6 +471,38 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
             .map_err(|reason| file.invalid("listen", value.span(), reason))?,
         (None, None) => Some(default_listen(network)),
     };
+    let proxy = proxy_setting(
+        "--proxy",
+        args.proxy.as_deref(),
+        &file,
+        "proxy",
+        &file.proxy,
+    )?;
+    let onion = match proxy_setting(
+        "--onion",
+        args.onion.as_deref(),
+        &file,
+        "onion",
+        &file.onion,
+    )? {
+        Some(addr) => Some(addr),
+        // Unset: the general proxy; set to 0: none.
+        None if args.onion.is_none() && file.onion.is_none() => proxy,
+        None => None,
+    };
+    let onlynet = onlynet_setting(&args.onlynet, &file)?;
+    if !onlynet.is_empty() && onlynet.iter().all(|n| *n == Net::Onion) && onion.is_none() {
+        return Err(SettingsError::Invalid(
+            "outbound connections restricted to Tor (--onlynet=onion) but no proxy reaches \
+             the Tor network: give --proxy or --onion"
+                .into(),
+        ));
+    }
+    // As Core: with a proxy, do not listen unless asked to (privacy).
+    let listen = match listen {
+        Some(_) if proxy.is_some() && args.listen.is_none() && file.listen.is_none() => None,
+        other => other,
+    };
     let port = default_p2p_port(network);
     let connect = peers(
         "--connect",
@@ -524,7 +587,77 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         rpc: SocketAddr::new(rpc_ip, rpc_port),
         rpc_credentials,
         metrics: args.metrics_bind.or(file.metrics_bind),
+        proxy,
+        onion,
+        onlynet,
+        proxy_randomize: args.proxyrandomize.or(file.proxyrandomize).unwrap_or(true),
     })
+}
+
+/// Core's default SOCKS5 port (Tor's): 9050.
+pub const DEFAULT_PROXY_PORT: u16 = 9050;
+
+/// A proxy address: `0`/`false`/`none`/empty for none, else `IP[:PORT]`, `[IPv6][:PORT]` or
+/// `HOST[:PORT]` (looked up once, now), port [`DEFAULT_PROXY_PORT`] by default. `Err` says
+/// why.
+fn parse_proxy(text: &str) -> Result<Option<SocketAddr>, String> {
+    if matches!(text, "" | "0" | "false" | "none") {
+        return Ok(None);
+    }
+    match PeerTarget::parse(text, DEFAULT_PROXY_PORT).map_err(|e| e.to_string())? {
+        PeerTarget::Addr(addr) => Ok(Some(addr)),
+        PeerTarget::Name { host, port } => {
+            use std::net::ToSocketAddrs;
+            let mut found = (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot look up '{host}': {e}"))?;
+            found
+                .next()
+                .map(Some)
+                .ok_or_else(|| format!("'{host}' has no address"))
+        }
+    }
+}
+
+/// `--proxy`/`--onion` (`flag`) if given, else the file's `key`.
+fn proxy_setting(
+    flag: &'static str,
+    given: Option<&str>,
+    file: &FileConfig,
+    key: &'static str,
+    value: &Option<Spanned<String>>,
+) -> Result<Option<SocketAddr>, SettingsError> {
+    match (given, value) {
+        (Some(text), _) => parse_proxy(text).map_err(|reason| SettingsError::Flag {
+            flag,
+            value: text.to_owned(),
+            reason,
+        }),
+        (None, Some(text)) => {
+            parse_proxy(text.get_ref()).map_err(|reason| file.invalid(key, text.span(), reason))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `--onlynet` if given, else the file's `onlynet` list; sorted, without repeats.
+fn onlynet_setting(given: &[Net], file: &FileConfig) -> Result<Vec<Net>, SettingsError> {
+    let mut nets = if given.is_empty() {
+        file.onlynet
+            .iter()
+            .flatten()
+            .map(|v| {
+                v.get_ref()
+                    .parse::<Net>()
+                    .map_err(|e| file.invalid("onlynet", v.span(), e))
+            })
+            .collect::<Result<Vec<Net>, SettingsError>>()?
+    } else {
+        given.to_vec()
+    };
+    nets.sort();
+    nets.dedup();
+    Ok(nets)
 }
 
 /// Listening on every IPv4 interface on the network's port (Core's default bind).
@@ -961,6 +1094,72 @@ mod tests {
                 b[30] = 1;
                 b
             }))
+        );
+    }
+
+    #[test]
+    fn proxy_flags_as_core() {
+        let a = |t: &str| t.parse::<SocketAddr>().unwrap();
+        let (_d, s) = with(None, &[]);
+        let s = s.unwrap();
+        assert_eq!((s.proxy, s.onion), (None, None));
+        assert!(s.onlynet.is_empty() && s.proxy_randomize);
+        // A proxy: port 9050 by default, the onion proxy too, no listening unless asked.
+        let (_d, s) = with(None, &["--proxy", "127.0.0.1"]);
+        let s = s.unwrap();
+        assert_eq!(s.proxy, Some(a("127.0.0.1:9050")));
+        assert_eq!(s.onion, Some(a("127.0.0.1:9050")));
+        assert_eq!(
+            s.listen, None,
+            "as Core: no listening by default with -proxy"
+        );
+        let (_d, s) = with(None, &["--proxy", "127.0.0.1:1", "--listen", "1"]);
+        assert!(s.unwrap().listen.is_some());
+        let (_d, s) = with(None, &["--proxy", "[::1]:2", "--onion", "0"]);
+        let s = s.unwrap();
+        assert_eq!((s.proxy, s.onion), (Some(a("[::1]:2")), None));
+        let (_d, s) = with(
+            None,
+            &["--onion", "127.0.0.1:3", "--proxyrandomize", "false"],
+        );
+        let s = s.unwrap();
+        assert_eq!((s.proxy, s.onion), (None, Some(a("127.0.0.1:3"))));
+        assert!(!s.proxy_randomize);
+        // --onlynet, repeatable, Core's names.
+        let (_d, s) = with(
+            None,
+            &[
+                "--onlynet",
+                "ipv6",
+                "--onlynet",
+                "ipv4",
+                "--onlynet",
+                "ipv4",
+            ],
+        );
+        assert_eq!(s.unwrap().onlynet, vec![Net::Ipv4, Net::Ipv6]);
+        assert!(Args::try_parse_from(["verack", "--onlynet", "moon"]).is_err());
+        let (_d, s) = with(None, &["--onlynet", "onion"]);
+        assert!(s.unwrap_err().to_string().contains("restricted to Tor"));
+        let (_d, s) = with(None, &["--onlynet", "tor", "--proxy", "127.0.0.1"]);
+        assert_eq!(s.unwrap().onlynet, vec![Net::Onion]);
+        let (_d, s) = with(None, &["--proxy", "127.0.0.1:99999"]);
+        assert!(s
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid --proxy '127.0.0.1:99999'"));
+        // The config file's keys.
+        let file = "proxy = \"127.0.0.1:7\"\nonlynet = [\"ipv4\"]\nproxyrandomize = false\n";
+        let (_d, s) = with(Some(file), &[]);
+        let s = s.unwrap();
+        assert_eq!(s.proxy, Some(a("127.0.0.1:7")));
+        assert_eq!(s.onlynet, vec![Net::Ipv4]);
+        assert!(!s.proxy_randomize);
+        let (_d, s) = with(Some("onlynet = [\"ipv4\", \"moon\"]\n"), &[]);
+        let e = s.unwrap_err().to_string();
+        assert!(
+            e.contains("line 1, column 20: invalid onlynet \"moon\""),
+            "{e}"
         );
     }
 }
