@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use verack::addrman::{AddrMan, AddrManConfig};
+use verack::addrman::{AddrMan, AddrManConfig, GETADDR_MAX_ADDRESSES};
 use verack::chain::{ChainParams, HeaderTree};
 use verack::peer::{PeerConfig, StartHeight};
 use verack::server::{AddrManSource, Server, ServerConfig, ServerError};
@@ -71,6 +71,12 @@ enum NodeError {
 /// Test-only environment variable: the `getaddr` answer cache lifetime in seconds (no jitter),
 /// instead of Core's 21 h plus up to 6 h (`ServerConfig::getaddr_cache_lifetime`).
 const GETADDR_CACHE_ENV: &str = "VERACK_TEST_GETADDR_CACHE_SECS";
+
+/// Test-only environment variable: `1` lets the address manager keep loopback and private
+/// addresses (`AddrManConfig::allow_local`) and answers `getaddr` with every address (no 23 %
+/// cap), so several nodes on one machine can hand each other's loopback addresses out (the
+/// crawler example's test). Off by default; a node on a real network must not set it.
+const LOCAL_ADDRESSES_ENV: &str = "VERACK_TEST_LOCAL_ADDRESSES";
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -183,9 +189,13 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         config.getaddr_cache_jitter = Duration::ZERO;
     }
     let peers_path = dir.join("peers.dat");
+    // Test only (see LOCAL_ADDRESSES_ENV): loopback addresses kept and all handed out.
+    let local_addresses = std::env::var(LOCAL_ADDRESSES_ENV).is_ok_and(|v| v == "1");
     let (man, problem) = AddrMan::load(
         &peers_path,
-        AddrManConfig::default(),
+        AddrManConfig {
+            allow_local: local_addresses,
+        },
         rand::random(),
         u64::from(node::unix_now()),
     );
@@ -193,7 +203,11 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         tracing::error!(error = %e, "address database not loaded; starting empty");
     }
     tracing::info!(addresses = man.size(None, None), "address manager loaded");
-    let addrman = Arc::new(AddrManSource::new(man, Some(peers_path)));
+    let mut source = AddrManSource::new(man, Some(peers_path));
+    if local_addresses {
+        source = source.with_getaddr_limits(GETADDR_MAX_ADDRESSES, 0);
+    }
+    let addrman = Arc::new(source);
     let (sync_tx, sync_rx) = node::sync_queue();
     let metrics_cell = Arc::new(OnceLock::new());
     let server = Arc::new(proxied(

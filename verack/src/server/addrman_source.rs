@@ -34,6 +34,8 @@ pub fn addr_v2(ip: IpAddr) -> AddrV2 {
 pub struct AddrManSource {
     man: Mutex<AddrMan>,
     path: Option<PathBuf>,
+    /// `getaddr` answer limits: (most addresses, most percent of the table); 0 is no limit.
+    getaddr_limits: (usize, usize),
 }
 
 impl AddrManSource {
@@ -42,7 +44,17 @@ impl AddrManSource {
         AddrManSource {
             man: Mutex::new(man),
             path,
+            getaddr_limits: (GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT),
         }
+    }
+
+    /// Answers `getaddr` with at most `max_count` addresses and at most `max_pct` percent of
+    /// the table (each 0 for no limit; see [`AddrMan::get_addr`]) instead of Core's 1000 and
+    /// 23 %. For tests on one machine, where a handful of addresses must all be handed out
+    /// (23 % of 4 is none); a node on a real network keeps Core's limits.
+    pub fn with_getaddr_limits(mut self, max_count: usize, max_pct: usize) -> AddrManSource {
+        self.getaddr_limits = (max_count, max_pct);
+        self
     }
 
     /// The manager, locked (for RPCs such as `getnodeaddresses`, and tests).
@@ -112,8 +124,8 @@ impl AddressSource for AddrManSource {
     }
 
     fn get_addr(&self) -> Vec<AddrV2Message> {
-        self.lock()
-            .get_addr(GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT, None, unix_now())
+        let (max_count, max_pct) = self.getaddr_limits;
+        self.lock().get_addr(max_count, max_pct, None, unix_now())
     }
 
     fn feeler_candidate(&self) -> Option<SocketAddr> {
