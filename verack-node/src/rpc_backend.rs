@@ -91,7 +91,7 @@ impl NodeRpc {
                 .median_time_past(&entry.hash)
                 .unwrap_or(entry.header.time),
             next_hash: if active {
-                tree.at_height(entry.height + 1).map(|e| e.hash)
+                tree.hash_at(entry.height + 1)
             } else {
                 None
             },
@@ -333,12 +333,12 @@ impl RpcBackend for NodeRpc {
     }
 
     fn header_by_hash(&self, hash: &BlockHash) -> Option<RpcHeaderInfo> {
-        let entry = self.node.tree().get(hash).cloned()?;
+        let entry = self.node.tree().get(hash)?;
         Some(self.header_info(&entry))
     }
 
     fn hash_at(&self, height: u32) -> Option<BlockHash> {
-        self.node.tree().at_height(height).map(|e| e.hash)
+        self.node.tree().hash_at(height)
     }
 
     fn chain_tips(&self) -> Vec<RpcChainTip> {

@@ -271,13 +271,13 @@ fn plan(
     let end = tip_height.min(stored.0.max(fork).saturating_add(CHUNK));
     let mut rows = Vec::with_capacity((end - fork) as usize);
     for height in fork + 1..=end {
-        let Some(entry) = tree.at_height(height) else {
+        let (Some(header), Some(hash)) = (tree.header_at(height), tree.hash_at(height)) else {
             break;
         };
         rows.push(Row {
             height,
-            hash: entry.hash,
-            header: entry.header,
+            hash,
+            header,
         });
     }
     let more = fork + (rows.len() as u32) < tip_height;
@@ -293,7 +293,7 @@ fn fork_height(
     stored: (u32, BlockHash),
     hash_at: impl Fn(u32) -> Result<Option<BlockHash>, StoreError>,
 ) -> Result<u32, StoreError> {
-    let active_at = |h: u32| tree.at_height(h).map(|e| e.hash);
+    let active_at = |h: u32| tree.hash_at(h);
     if active_at(stored.0) == Some(stored.1) {
         return Ok(stored.0);
     }

@@ -53,16 +53,24 @@
 //! a fork that gains work is kept, as its tip outranks the low-work branches.
 //!
 //! # Memory
-//! One fixed-size node per header (the 160-byte [`HeaderEntry`], parent id, child count, arrival
-//! number, flags: 176 bytes) in one `Vec`, a `BlockHash → u32` map (36 bytes a slot, 40–80
-//! with its load factor), and the active chain as a `Vec<u32>` by height: about 250 bytes per
-//! header, some 225 MB for 900 000 mainnet headers, and no other allocation per header.
+//! Two tiers. The recent part is one fixed-size node per header (the 160-byte [`HeaderEntry`],
+//! parent id, child count, arrival number, flags: 176 bytes) in one `Vec`, a
+//! `BlockHash → u32` map, and the active chain above the archive as a `Vec<u32>`: every fork
+//! header and the last [`DEFAULT_RECENT_HEADERS`] (4032) active headers, about 1 MB in all.
+//! Below that the active chain is archived as bare 80-byte headers in 1.25 MiB chunks, a
+//! `u32`-height hash index (5 bytes a slot at hashbrown's load factor, 6–11 bytes a header),
+//! and the chain work every 64 heights: 86–92 bytes a header, some 80 MB for 900,000 mainnet
+//! headers (it was about 250 bytes, 225 MB, with nodes throughout). An archived header's hash
+//! is its successor's `prev_blockhash`, and its chain work is summed from the nearest mark, so
+//! reading one costs at most 63 [`block_proof`] calls; headers served to peers and locators
+//! read only the header and hash.
 //!
 //! # Trusted starts
 //! [`HeaderTree::from_active_chain`] rebuilds from our own storage (linkage checked only).
 //! [`HeaderTree::with_trusted_start`] starts at a header other than genesis; rules that need an
 //! ancestor below it fail with [`HeaderError::MissingAncestor`] rather than being skipped.
 
+mod archive;
 mod params;
 mod pow;
 mod tree;
@@ -75,8 +83,8 @@ pub use pow::{
     permitted_difficulty_transition, pow_limit_bits, AncestorInfo, MissingAncestor, MAX_TIMEWARP,
 };
 pub use tree::{
-    AcceptError, ChainTip, HeaderEntry, HeaderTree, TipChange, TipStatus, MAX_FUTURE_BLOCK_TIME,
-    MAX_HEADERS_RESULTS,
+    AcceptError, ChainTip, HeaderEntry, HeaderTree, TipChange, TipStatus, DEFAULT_RECENT_HEADERS,
+    MAX_FUTURE_BLOCK_TIME, MAX_HEADERS_RESULTS,
 };
 
 /// Why a header was rejected. Each variant names the rule and Core's reject reason.

@@ -6,8 +6,10 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bitcoin::block::Header;
+use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Work};
 
+use super::archive::Archive;
 use super::pow::{
     add_work, adjustment_interval, block_proof, check_proof_of_work, next_work_required,
     AncestorInfo, MAX_TIMEWARP,
@@ -26,6 +28,10 @@ const MEDIAN_TIME_SPAN: usize = 11;
 
 /// No node: the parent of the tree's first header.
 const NONE: u32 = u32::MAX;
+/// Id tag of an archived header: `ARCHIVED | height` (heights are at most `i32::MAX`).
+const ARCHIVED: u32 = 1 << 31;
+/// Default of [`HeaderTree::set_recent_headers`]: two difficulty periods.
+pub const DEFAULT_RECENT_HEADERS: u32 = 2 * 2016;
 /// Node flag: the node was on the active chain and a reorg took it off (Core's analogue:
 /// a connected block, shown as "valid-fork" once disconnected).
 const WAS_ACTIVE: u8 = 1;
@@ -120,16 +126,28 @@ pub struct AcceptError {
 /// All known headers: the active (most-work) chain and its forks, from genesis (or a trusted
 /// start) up.
 ///
-/// Storage is one `Vec` of fixed-size nodes addressed by `u32` ids, a hash → id map, and the
-/// active chain as a `Vec` of ids indexed by height: no allocation per header beyond those. A
-/// dropped fork header's slot is reused.
+/// Storage has two tiers (see the [module docs](super#memory)):
+/// - the recent part: fixed-size nodes addressed by `u32` ids in one `Vec` (a dropped fork
+///   header's slot is reused), a hash → id map, and the active chain above the archive as a
+///   `Vec` of ids indexed by height. Every fork header and the last
+///   [`recent_headers`](Self::set_recent_headers) active headers are here;
+/// - the archive: the active headers below that, as bare 80-byte headers with a height index.
+///
+/// Headers move to the archive in batches as the tip advances, and back to nodes if a reorg
+/// ever forks below the archive's top. Neither move is visible through the API.
 pub struct HeaderTree {
     params: ChainParams,
     nodes: Vec<Node>,
     free: Vec<u32>,
     index: HashMap<BlockHash, u32, BuildHasherDefault<FoldHasher>>,
-    /// `active[h - base_height]` is the id of the active header at height `h`.
+    /// The deep active chain, from `base_height` up to `archive.end()`.
+    archive: Archive,
+    /// `active[h - archive.end()]` is the id of the active header at height `h`: never empty
+    /// (the tip is always a node).
     active: Vec<u32>,
+    /// Active headers kept as nodes above the archive (at least this many, at most this plus
+    /// a batch).
+    recent: u32,
     /// Height of the tree's first header (0 = genesis).
     base_height: u32,
     /// Arrival order, to drop the newest of equal-work fork branches first.
@@ -161,6 +179,7 @@ impl std::fmt::Debug for HeaderTree {
             .field("height", &self.height())
             .field("headers", &self.len())
             .field("fork_headers", &self.fork_header_count())
+            .field("archived", &self.archive.len())
             .finish()
     }
 }
@@ -232,30 +251,52 @@ impl HeaderTree {
         first: Header,
         rest: impl IntoIterator<Item = Header>,
     ) -> Result<HeaderTree, HeaderError> {
+        // Everything goes to the archive first (one hash per header, no node), then the top
+        // `recent` headers come back as nodes.
+        let mut archive = Archive::new(base_height);
+        let mut work = add_work(work_below, block_proof(first.bits));
+        let mut top = first.block_hash();
+        archive.push(first, top, work);
+        for header in rest {
+            let hash = header.block_hash();
+            if header.prev_blockhash != top {
+                return Err(HeaderError::UnknownParent {
+                    hash,
+                    prev: header.prev_blockhash,
+                });
+            }
+            work = add_work(work, block_proof(header.bits));
+            archive.push(header, hash, work);
+            top = hash;
+        }
         let mut tree = HeaderTree {
             params,
             nodes: Vec::new(),
             free: Vec::new(),
             index: HashMap::default(),
+            archive,
             active: Vec::new(),
+            recent: DEFAULT_RECENT_HEADERS,
             base_height,
             next_seq: 0,
         };
-        let id = tree.insert(first, first.block_hash(), NONE, base_height, work_below);
-        tree.active.push(id);
-        for header in rest {
-            let tip = tree.tip();
-            if header.prev_blockhash != tip.hash {
-                return Err(HeaderError::UnknownParent {
-                    hash: header.block_hash(),
-                    prev: header.prev_blockhash,
-                });
-            }
-            let (parent, height, work) = (tree.tip_id(), tip.height + 1, tip.chain_work);
-            let id = tree.insert(header, header.block_hash(), parent, height, work);
-            tree.active.push(id);
-        }
+        let keep = tree
+            .archive
+            .end()
+            .saturating_sub(tree.recent)
+            .max(base_height);
+        tree.thaw(keep);
         Ok(tree)
+    }
+
+    /// Keep at least `n` (at least 1) active headers as full nodes above the archive; deeper
+    /// active headers are archived in batches of [`DEFAULT_RECENT_HEADERS`]`/2`. Default
+    /// [`DEFAULT_RECENT_HEADERS`] (4032: two difficulty periods, so checking a new tip's
+    /// difficulty and time reads only nodes). Only memory and speed depend on it; tests set it
+    /// low to exercise the archive.
+    pub fn set_recent_headers(&mut self, n: u32) {
+        self.recent = n.max(1);
+        self.freeze();
     }
 
     /// The parameters the tree validates with.
@@ -278,34 +319,52 @@ impl HeaderTree {
         self.base_height
     }
 
-    /// The header with this hash, on any branch.
-    pub fn get(&self, hash: &BlockHash) -> Option<&HeaderEntry> {
-        self.index
-            .get(hash)
-            .map(|&id| &self.nodes[id as usize].entry)
+    /// The header with this hash, on any branch (a copy: deep active headers are stored
+    /// compactly and their entry is rebuilt, its chain work summed from the nearest stored
+    /// mark).
+    pub fn get(&self, hash: &BlockHash) -> Option<HeaderEntry> {
+        self.lookup(hash).map(|id| self.entry(id))
     }
 
-    /// The active-chain header at `height`.
-    pub fn at_height(&self, height: u32) -> Option<&HeaderEntry> {
-        self.active_id_at(height)
-            .map(|id| &self.nodes[id as usize].entry)
+    /// The active-chain header at `height` (a copy, as [`get`](Self::get)).
+    pub fn at_height(&self, height: u32) -> Option<HeaderEntry> {
+        self.active_id_at(height).map(|id| self.entry(id))
+    }
+
+    /// The bare active-chain header at `height`, without its hash or work: the cheap read for
+    /// serving `headers`.
+    pub fn header_at(&self, height: u32) -> Option<Header> {
+        self.active_id_at(height).map(|id| *self.hdr(id))
+    }
+
+    /// The hash of the active-chain header at `height`.
+    pub fn hash_at(&self, height: u32) -> Option<BlockHash> {
+        self.active_id_at(height).map(|id| self.hash_of(id))
+    }
+
+    /// Height of the header with this hash, on any branch.
+    pub fn height_of_hash(&self, hash: &BlockHash) -> Option<u32> {
+        self.lookup(hash).map(|id| self.height_of(id))
     }
 
     /// Whether a header with this hash is known, on any branch.
     pub fn contains(&self, hash: &BlockHash) -> bool {
-        self.index.contains_key(hash)
+        self.lookup(hash).is_some()
     }
 
     /// Whether the header with this hash is on the active chain.
     pub fn is_active(&self, hash: &BlockHash) -> bool {
-        self.index
-            .get(hash)
-            .is_some_and(|&id| self.is_active_id(id))
+        self.lookup(hash).is_some_and(|id| self.is_active_id(id))
     }
 
     /// Number of headers held, all branches.
     pub fn len(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        self.nodes.len() - self.free.len() + self.archive.len() as usize
+    }
+
+    /// Number of active headers stored compactly (below the recent window).
+    pub fn archived_len(&self) -> usize {
+        self.archive.len() as usize
     }
 
     /// Always false: a tree holds at least its first header.
@@ -316,7 +375,7 @@ impl HeaderTree {
     /// Number of headers held off the active chain (bounded by
     /// [`ChainParams::max_fork_headers`]).
     pub fn fork_header_count(&self) -> usize {
-        self.len() - self.active.len()
+        self.nodes.len() - self.free.len() - self.active.len()
     }
 
     /// Whether the best chain has at least [`ChainParams::min_chain_work`] (Core's
@@ -329,7 +388,7 @@ impl HeaderTree {
     /// 10 ancestors, fewer near the tree's start (Core's `CBlockIndex::GetMedianTimePast`). A
     /// new child must be later than this.
     pub fn median_time_past(&self, hash: &BlockHash) -> Option<u32> {
-        let id = *self.index.get(hash)?;
+        let id = self.lookup(hash)?;
         Some(self.mtp(id).0)
     }
 
@@ -341,11 +400,7 @@ impl HeaderTree {
         let mut height = self.height();
         let mut step = 1u32;
         loop {
-            out.push(
-                self.nodes[self.active_id_at(height).expect("active") as usize]
-                    .entry
-                    .hash,
-            );
+            out.push(self.hash_of(self.active_id_at(height).expect("active")));
             if height == self.base_height {
                 break;
             }
@@ -367,10 +422,8 @@ impl HeaderTree {
     pub fn headers_after(&self, locator: &[BlockHash], stop: BlockHash, max: usize) -> Vec<Header> {
         let max = max.min(MAX_HEADERS_RESULTS);
         if locator.is_empty() {
-            return match self.index.get(&stop) {
-                Some(&id) if max > 0 && self.is_active_id(id) => {
-                    vec![self.nodes[id as usize].entry.header]
-                }
+            return match self.lookup(&stop) {
+                Some(id) if max > 0 && self.is_active_id(id) => vec![*self.hdr(id)],
                 _ => Vec::new(),
             };
         }
@@ -378,9 +431,9 @@ impl HeaderTree {
         let fork = locator
             .iter()
             .find_map(|hash| {
-                let id = *self.index.get(hash)?;
+                let id = self.lookup(hash)?;
                 if self.is_active_id(id) {
-                    return Some(self.nodes[id as usize].entry.height);
+                    return Some(self.height_of(id));
                 }
                 // Core: a locator entry descending from our tip means the peer is ahead.
                 let mut cursor = Cursor::new(self, id);
@@ -391,9 +444,9 @@ impl HeaderTree {
         let mut height = fork;
         while out.len() < max && height < tip_height {
             height += 1;
-            let entry = self.at_height(height).expect("active");
-            out.push(entry.header);
-            if entry.hash == stop {
+            let header = self.header_at(height).expect("active");
+            out.push(header);
+            if stop != BlockHash::from_byte_array([0; 32]) && self.hash_at(height) == Some(stop) {
                 break;
             }
         }
@@ -465,14 +518,18 @@ impl HeaderTree {
         };
         for (index, header) in headers.iter().enumerate() {
             if let Err(error) = self.accept_one(header, now, &mut batch) {
+                let tip_change = self.finish(batch);
+                self.freeze();
                 return Err(AcceptError {
                     index,
                     error,
-                    tip_change: self.finish(batch),
+                    tip_change,
                 });
             }
         }
-        Ok(self.finish(batch))
+        let change = self.finish(batch);
+        self.freeze();
+        Ok(change)
     }
 
     fn accept_one(
@@ -482,18 +539,17 @@ impl HeaderTree {
         batch: &mut Batch,
     ) -> Result<(), HeaderError> {
         let hash = header.block_hash();
-        if self.index.contains_key(&hash) {
+        if self.contains(&hash) {
             return Ok(());
         }
-        let Some(&parent) = self.index.get(&header.prev_blockhash) else {
+        let Some(parent) = self.lookup(&header.prev_blockhash) else {
             return Err(HeaderError::UnknownParent {
                 hash,
                 prev: header.prev_blockhash,
             });
         };
         self.check(header, hash, parent, now)?;
-        let p = &self.nodes[parent as usize].entry;
-        let (height, work) = (p.height + 1, p.chain_work);
+        let (height, work) = (self.height_of(parent) + 1, self.work_of(parent));
         let id = self.insert(*header, hash, parent, height, work);
         // Strictly more work: on a tie the first-seen tip stays (Core's nSequenceId rule).
         if self.nodes[id as usize].entry.chain_work > self.tip().chain_work {
@@ -520,8 +576,8 @@ impl HeaderTree {
         parent: u32,
         now: u32,
     ) -> Result<(), HeaderError> {
-        let p = &self.nodes[parent as usize].entry;
-        let height = p.height + 1;
+        let height = self.height_of(parent) + 1;
+        let parent_time = self.hdr(parent).time;
         let missing = |needed: u32| HeaderError::MissingAncestor {
             hash,
             height,
@@ -530,9 +586,7 @@ impl HeaderTree {
 
         let mut cursor = Cursor::new(self, parent);
         let expected = next_work_required(&self.params, height, header.time, |h| {
-            cursor
-                .ancestor(h)
-                .map(|id| AncestorInfo::of(&self.nodes[id as usize].entry.header))
+            cursor.ancestor(h).map(|id| AncestorInfo::of(self.hdr(id)))
         })
         .map_err(|m| missing(m.height))?;
         if header.bits != expected {
@@ -557,7 +611,7 @@ impl HeaderTree {
         }
 
         if self.params.enforce_bip94 && height % adjustment_interval(&self.params) == 0 {
-            let min = p.header.time.saturating_sub(MAX_TIMEWARP);
+            let min = parent_time.saturating_sub(MAX_TIMEWARP);
             if header.time < min {
                 return Err(HeaderError::TimeWarp {
                     hash,
@@ -605,17 +659,17 @@ impl HeaderTree {
         let mut cur = id;
         let mut missing = None;
         loop {
-            let node = &self.nodes[cur as usize];
-            times[n] = node.entry.header.time;
+            times[n] = self.hdr(cur).time;
             n += 1;
             if n == MEDIAN_TIME_SPAN {
                 break;
             }
-            if node.parent == NONE {
-                missing = node.entry.height.checked_sub(1);
+            let parent = self.parent_of(cur);
+            if parent == NONE {
+                missing = self.height_of(cur).checked_sub(1);
                 break;
             }
-            cur = node.parent;
+            cur = parent;
         }
         let slice = &mut times[..n];
         slice.sort_unstable();
@@ -631,13 +685,22 @@ impl HeaderTree {
         work_below: Work,
     ) -> u32 {
         let chain_work = add_work(work_below, block_proof(header.bits));
-        let node = Node {
-            entry: HeaderEntry {
+        self.insert_entry(
+            HeaderEntry {
                 header,
                 hash,
                 height,
                 chain_work,
             },
+            parent,
+        )
+    }
+
+    /// Store `entry` as a node under `parent` (a node id, an archived id, or `NONE`).
+    fn insert_entry(&mut self, entry: HeaderEntry, parent: u32) -> u32 {
+        let hash = entry.hash;
+        let node = Node {
+            entry,
             parent,
             children: 0,
             seq: self.next_seq,
@@ -657,7 +720,7 @@ impl HeaderTree {
                 id
             }
         };
-        if parent != NONE {
+        if parent != NONE && parent & ARCHIVED == 0 {
             self.nodes[parent as usize].children += 1;
         }
         self.index.insert(hash, id);
@@ -672,17 +735,20 @@ impl HeaderTree {
         // The tree's first header is always active, so this ends.
         while !self.is_active_id(cur) {
             path.push(cur);
-            cur = self.nodes[cur as usize].parent;
+            cur = self.parent_of(cur);
         }
-        let fork = self.nodes[cur as usize].entry.height;
+        let fork = self.height_of(cur);
+        // A fork below the archive's top: its active headers above the fork become nodes again.
+        self.thaw(fork + 1);
         // Heights above `batch.low` were already replaced in this batch; below it they are the
         // original chain, which is what the caller sees disconnected.
         while batch.low > fork {
-            let id = self.active[(batch.low - self.base_height) as usize];
-            batch.disconnected.push(self.nodes[id as usize].entry.hash);
+            let id = self.active_id_at(batch.low).expect("active");
+            batch.disconnected.push(self.hash_of(id));
             batch.low -= 1;
         }
-        for id in self.active.drain((fork - self.base_height + 1) as usize..) {
+        let end = self.archive.end();
+        for id in self.active.drain((fork + 1 - end) as usize..) {
             self.nodes[id as usize].flags |= WAS_ACTIVE;
         }
         self.active.extend(path.iter().rev());
@@ -705,7 +771,7 @@ impl HeaderTree {
             }
         }
         let connected = (batch.low + 1..=tip.height)
-            .map(|h| self.at_height(h).expect("active").clone())
+            .map(|h| self.at_height(h).expect("active"))
             .collect();
         Some(TipChange {
             old_tip: batch.old_tip,
@@ -742,7 +808,11 @@ impl HeaderTree {
             };
             self.index.remove(&hash);
             self.free.push(id);
-            // Fork nodes always have a parent: the tree's first header is active.
+            // Fork nodes always have a parent: the tree's first header is active. An archived
+            // parent is active and keeps no child count.
+            if parent & ARCHIVED != 0 {
+                continue;
+            }
             let p = &mut self.nodes[parent as usize];
             p.children -= 1;
             if p.children == 0 && !self.is_active_id(parent) {
@@ -762,13 +832,13 @@ impl HeaderTree {
         let mut cur = id;
         let fork = loop {
             if self.is_active_id(cur) {
-                break self.nodes[cur as usize].entry.height;
+                break self.height_of(cur);
             }
             if let Some(&h) = memo.get(&cur) {
                 break h;
             }
             path.push(cur);
-            cur = self.nodes[cur as usize].parent;
+            cur = self.parent_of(cur);
         };
         for id in path {
             memo.insert(id, fork);
@@ -777,19 +847,162 @@ impl HeaderTree {
     }
 
     fn tip_id(&self) -> u32 {
-        *self
-            .active
-            .last()
-            .expect("the tree's first header is always active")
+        *self.active.last().expect("the tip is always a node")
     }
 
     fn active_id_at(&self, height: u32) -> Option<u32> {
-        let offset = height.checked_sub(self.base_height)?;
+        if self.archive.holds(height) {
+            return Some(ARCHIVED | height);
+        }
+        let offset = height.checked_sub(self.archive.end())?;
         self.active.get(offset as usize).copied()
     }
 
     fn is_active_id(&self, id: u32) -> bool {
-        self.active_id_at(self.nodes[id as usize].entry.height) == Some(id)
+        id & ARCHIVED != 0 || self.active_id_at(self.nodes[id as usize].entry.height) == Some(id)
+    }
+
+    /// The id of the header with this hash, node or archived.
+    fn lookup(&self, hash: &BlockHash) -> Option<u32> {
+        match self.index.get(hash) {
+            Some(&id) => Some(id),
+            None => self.archive.find(hash).map(|h| ARCHIVED | h),
+        }
+    }
+
+    fn hdr(&self, id: u32) -> &Header {
+        if id & ARCHIVED != 0 {
+            self.archive.header(id & !ARCHIVED)
+        } else {
+            &self.nodes[id as usize].entry.header
+        }
+    }
+
+    fn height_of(&self, id: u32) -> u32 {
+        if id & ARCHIVED != 0 {
+            id & !ARCHIVED
+        } else {
+            self.nodes[id as usize].entry.height
+        }
+    }
+
+    fn hash_of(&self, id: u32) -> BlockHash {
+        if id & ARCHIVED != 0 {
+            self.archive.hash(id & !ARCHIVED)
+        } else {
+            self.nodes[id as usize].entry.hash
+        }
+    }
+
+    fn work_of(&self, id: u32) -> Work {
+        if id & ARCHIVED != 0 {
+            self.archive.work(id & !ARCHIVED)
+        } else {
+            self.nodes[id as usize].entry.chain_work
+        }
+    }
+
+    fn parent_of(&self, id: u32) -> u32 {
+        if id & ARCHIVED != 0 {
+            let height = id & !ARCHIVED;
+            if height == self.base_height {
+                NONE
+            } else {
+                ARCHIVED | (height - 1)
+            }
+        } else {
+            self.nodes[id as usize].parent
+        }
+    }
+
+    fn entry(&self, id: u32) -> HeaderEntry {
+        if id & ARCHIVED != 0 {
+            let height = id & !ARCHIVED;
+            HeaderEntry {
+                header: *self.archive.header(height),
+                hash: self.archive.hash(height),
+                height,
+                chain_work: self.archive.work(height),
+            }
+        } else {
+            self.nodes[id as usize].entry.clone()
+        }
+    }
+
+    /// Archive the lowest active nodes once more than `recent` plus a batch of them are held,
+    /// leaving `recent`. Fork nodes whose parent was archived now point at the archived id.
+    fn freeze(&mut self) {
+        let batch = (DEFAULT_RECENT_HEADERS / 2).min(self.recent);
+        let held = self.active.len() as u32;
+        if held <= self.recent + batch {
+            return;
+        }
+        let count = (held - self.recent) as usize;
+        let mut moved = HashMap::<u32, u32, BuildHasherDefault<FoldHasher>>::default();
+        for id in self.active.drain(..count) {
+            let node = &mut self.nodes[id as usize];
+            node.flags |= DEAD;
+            let entry = &node.entry;
+            self.archive
+                .push(entry.header, entry.hash, entry.chain_work);
+            self.index.remove(&entry.hash);
+            moved.insert(id, entry.height);
+            self.free.push(id);
+        }
+        for node in &mut self.nodes {
+            if node.flags & DEAD == 0 {
+                if let Some(&height) = moved.get(&node.parent) {
+                    node.parent = ARCHIVED | height;
+                }
+            }
+        }
+    }
+
+    /// Bring the archived headers at `height` and above back as active nodes (a reorg forks
+    /// below the archive's top, or the tree is being built). Fork nodes hanging off them are
+    /// re-pointed at the new nodes.
+    fn thaw(&mut self, height: u32) {
+        let thawed = self.archive.split_off(height);
+        if thawed.is_empty() {
+            return;
+        }
+        let first_height = self.archive.end();
+        let mut parent = if first_height == self.base_height {
+            NONE
+        } else {
+            ARCHIVED | (first_height - 1)
+        };
+        let mut ids = Vec::with_capacity(thawed.len());
+        let mut by_height = HashMap::<u32, u32, BuildHasherDefault<FoldHasher>>::default();
+        for (i, (header, hash, chain_work)) in thawed.into_iter().enumerate() {
+            let height = first_height + i as u32;
+            let id = self.insert_entry(
+                HeaderEntry {
+                    header,
+                    hash,
+                    height,
+                    chain_work,
+                },
+                parent,
+            );
+            by_height.insert(ARCHIVED | height, id);
+            ids.push(id);
+            parent = id;
+        }
+        // Nodes whose parent was one of the thawed headers: the old active nodes' lowest and
+        // any fork off them.
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if node.flags & DEAD != 0 {
+                continue;
+            }
+            if let Some(&new_parent) = by_height.get(&node.parent) {
+                self.nodes[i].parent = new_parent;
+                self.nodes[new_parent as usize].children += 1;
+            }
+        }
+        ids.append(&mut self.active);
+        self.active = ids;
     }
 }
 
@@ -812,26 +1025,28 @@ impl<'a> Cursor<'a> {
 
     /// The id of the ancestor at `height` (the start itself at its own height).
     fn ancestor(&mut self, height: u32) -> Option<u32> {
-        if self.tree.nodes[self.cur as usize].entry.height < height {
+        let tree = self.tree;
+        if tree.height_of(self.cur) < height {
             self.cur = self.start;
         }
         loop {
-            let node = &self.tree.nodes[self.cur as usize];
-            if node.entry.height == height {
+            let h = tree.height_of(self.cur);
+            if h == height {
                 return Some(self.cur);
             }
-            if node.entry.height < height {
+            if h < height {
                 return None;
             }
-            if self.tree.is_active_id(self.cur) {
-                let id = self.tree.active_id_at(height)?;
+            if tree.is_active_id(self.cur) {
+                let id = tree.active_id_at(height)?;
                 self.cur = id;
                 return Some(id);
             }
-            if node.parent == NONE {
+            let parent = tree.parent_of(self.cur);
+            if parent == NONE {
                 return None;
             }
-            self.cur = node.parent;
+            self.cur = parent;
         }
     }
 }
@@ -955,13 +1170,147 @@ mod tests {
 
     #[test]
     fn node_stays_small() {
-        // The module docs promise ~220 bytes a header including the map slot.
+        // The module docs promise 176 bytes a recent node.
         assert!(
             std::mem::size_of::<Node>() <= 176,
             "{}",
             std::mem::size_of::<Node>()
         );
         assert_eq!(std::mem::size_of::<HeaderEntry>(), 160);
+    }
+
+    /// Every observable answer of two trees given the same headers, one archiving almost
+    /// everything (`recent` 3) and one archiving nothing, must be equal.
+    fn assert_same(a: &HeaderTree, b: &HeaderTree, known: &[BlockHash]) {
+        assert_eq!(a.tip(), b.tip());
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.fork_header_count(), b.fork_header_count());
+        assert_eq!(a.tips(), b.tips());
+        assert_eq!(a.locator(), b.locator());
+        for hash in known {
+            assert_eq!(a.get(hash), b.get(hash), "{hash}");
+            assert_eq!(a.is_active(hash), b.is_active(hash));
+            assert_eq!(a.median_time_past(hash), b.median_time_past(hash));
+            let locator = [*hash];
+            let zero = BlockHash::from_byte_array([0; 32]);
+            assert_eq!(
+                a.headers_after(&locator, zero, 7),
+                b.headers_after(&locator, zero, 7)
+            );
+            assert_eq!(
+                a.headers_after(&[], *hash, 1),
+                b.headers_after(&[], *hash, 1)
+            );
+        }
+        for h in 0..=a.height() + 1 {
+            assert_eq!(a.at_height(h), b.at_height(h));
+            assert_eq!(a.hash_at(h), b.hash_at(h));
+        }
+    }
+
+    #[test]
+    fn archiving_changes_no_answer() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut small = regtest(64);
+        small.set_recent_headers(3);
+        let mut full = regtest(64);
+        full.set_recent_headers(u32::MAX / 2);
+        let mut known = vec![full.tip().hash];
+        for round in 0..60u32 {
+            // Mostly extend the tip; sometimes fork from a random known header (deep forks
+            // reach into the archive and, with more work, reorg below its top).
+            let from = if rng.gen_bool(0.7) {
+                full.tip().hash
+            } else {
+                known[rng.gen_range(0..known.len())]
+            };
+            let n = rng.gen_range(1..6);
+            let mut batch = Vec::new();
+            let mut prev = from;
+            for _ in 0..n {
+                let h = mine(&full, &prev, round * 8 + batch.len() as u32 + 1);
+                let a = small.accept(&[h], NOW);
+                let b = full.accept(&[h], NOW);
+                assert_eq!(a, b, "round {round}");
+                prev = h.block_hash();
+                batch.push(prev);
+            }
+            known.extend(batch);
+            known.retain(|h| full.contains(h));
+            assert!(small.archived_len() > 0 || full.height() < 8);
+            assert_same(&small, &full, &known);
+        }
+        assert!(small.archived_len() > 20, "{}", small.archived_len());
+    }
+
+    #[test]
+    fn reorg_below_the_archive_brings_headers_back() {
+        let mut small = regtest(1000);
+        small.set_recent_headers(4);
+        let mut full = regtest(1000);
+        let genesis = full.tip().hash;
+        let main = extend(&mut full, genesis, 60, 0);
+        for h in 1..=60 {
+            small.accept(&[full.header_at(h).unwrap()], NOW).unwrap();
+        }
+        assert!(
+            (53..=57).contains(&small.archived_len()),
+            "{}",
+            small.archived_len()
+        );
+        // A branch from height 5 that outgrows the main chain: the reorg forks 55 below the tip.
+        let branch = extend(&mut full, main[4], 57, 99);
+        let mut change = None;
+        for hash in &branch {
+            let h = full.get(hash).unwrap().header;
+            if let Some(c) = small.accept(&[h], NOW).unwrap() {
+                change.get_or_insert(c);
+            }
+        }
+        let change = change.expect("reorg");
+        assert_eq!(change.fork_height, 5);
+        assert_eq!(change.disconnected.len(), 55);
+        assert_eq!(change.disconnected[0], main[59]);
+        assert_eq!(small.tip().hash, *branch.last().unwrap());
+        let known: Vec<_> = main.iter().chain(&branch).copied().collect();
+        assert_same(&small, &full, &known);
+        // The old chain is a valid-fork tip; the archive again holds all but the recent few.
+        assert!(small
+            .tips()
+            .iter()
+            .any(|t| t.hash == main[59] && t.status == TipStatus::ValidFork));
+        assert!(
+            small.archived_len() >= 62 - 4 - 4,
+            "{}",
+            small.archived_len()
+        );
+    }
+
+    #[test]
+    fn rebuilt_from_storage_with_a_small_window_answers_as_before() {
+        let mut full = regtest(1000);
+        let genesis = full.tip().hash;
+        let main = extend(&mut full, genesis, 50, 0);
+        let rebuilt = HeaderTree::from_active_chain(
+            full.params().clone(),
+            (1..=50).map(|h| full.header_at(h).unwrap()),
+        )
+        .unwrap();
+        assert_same(&rebuilt, &full, &main);
+        let mut small = rebuilt;
+        small.set_recent_headers(2);
+        assert!(small.archived_len() >= 45);
+        assert_same(&small, &full, &main);
+        // A fork off an archived header is accepted and becomes a tip.
+        let fork = extend(&mut full, main[9], 2, 5);
+        for hash in &fork {
+            small
+                .accept(&[full.get(hash).unwrap().header], NOW)
+                .unwrap();
+        }
+        let known: Vec<_> = main.iter().chain(&fork).copied().collect();
+        assert_same(&small, &full, &known);
     }
 
     #[test]

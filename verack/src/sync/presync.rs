@@ -222,7 +222,7 @@ impl ChainStart {
     pub fn from_tree(tree: &HeaderTree, hash: &BlockHash) -> Option<ChainStart> {
         let entry = tree.get(hash)?;
         let mtp = tree.median_time_past(hash)?;
-        Some(ChainStart::from_entry(entry, mtp))
+        Some(ChainStart::from_entry(&entry, mtp))
     }
 }
 

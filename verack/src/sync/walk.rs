@@ -13,41 +13,34 @@ pub(crate) const MAX_FORK_WALK: usize = 2016;
 /// The fork headers from `hash` down to (not including) the active chain, tip first, and the
 /// height of the active header they build on. `None` if `hash` is unknown, or the branch is
 /// longer than `max_walk` or broken (a parent missing).
-fn branch<'a>(
-    tree: &'a HeaderTree,
-    hash: &BlockHash,
-    max_walk: usize,
-) -> Option<(Vec<&'a HeaderEntry>, u32)> {
+fn branch(tree: &HeaderTree, hash: &BlockHash, max_walk: usize) -> Option<(Vec<HeaderEntry>, u32)> {
     let mut entry = tree.get(hash)?;
     let mut out = Vec::new();
     while !tree.is_active(&entry.hash) {
         if out.len() >= max_walk {
             return None;
         }
+        let prev = entry.header.prev_blockhash;
         out.push(entry);
-        entry = tree.get(&entry.header.prev_blockhash)?;
+        entry = tree.get(&prev)?;
     }
     Some((out, entry.height))
 }
 
-/// The header at `height` on the chain ending at `hash`, walking at most [`MAX_FORK_WALK`]
-/// fork headers (Core's `CBlockIndex::GetAncestor`). `None` if `hash` is unknown, `height` is
-/// above it or below the tree's start, or the walk is too long.
-pub(crate) fn ancestor<'a>(
-    tree: &'a HeaderTree,
-    hash: &BlockHash,
-    height: u32,
-) -> Option<&'a HeaderEntry> {
+/// The hash of the header at `height` on the chain ending at `hash`, walking at most
+/// [`MAX_FORK_WALK`] fork headers (Core's `CBlockIndex::GetAncestor`). `None` if `hash` is
+/// unknown, `height` is above it or below the tree's start, or the walk is too long.
+pub(crate) fn ancestor(tree: &HeaderTree, hash: &BlockHash, height: u32) -> Option<BlockHash> {
     let mut entry = tree.get(hash)?;
     if entry.height < height || height < tree.start_height() {
         return None;
     }
     for _ in 0..=MAX_FORK_WALK {
         if entry.height == height {
-            return Some(entry);
+            return Some(entry.hash);
         }
         if tree.is_active(&entry.hash) {
-            return tree.at_height(height);
+            return tree.hash_at(height);
         }
         entry = tree.get(&entry.header.prev_blockhash)?;
     }
@@ -56,10 +49,10 @@ pub(crate) fn ancestor<'a>(
 
 /// Whether the header `hash` is `of` or one of its ancestors (both in the tree).
 pub(crate) fn is_ancestor(tree: &HeaderTree, hash: &BlockHash, of: &BlockHash) -> bool {
-    let Some(entry) = tree.get(hash) else {
+    let Some(height) = tree.height_of_hash(hash) else {
         return false;
     };
-    ancestor(tree, of, entry.height).is_some_and(|a| a.hash == *hash)
+    ancestor(tree, of, height) == Some(*hash)
 }
 
 /// Core's `LocatorEntries` for the header `hash` (on any branch): its hash, then its ancestors
@@ -82,12 +75,12 @@ pub(crate) fn locator(tree: &HeaderTree, hash: &BlockHash) -> Vec<BlockHash> {
     loop {
         let entry = if height > fork_height {
             // fork[0] is at start.height, fork[i] at start.height - i.
-            fork.get((start.height - height) as usize).copied()
+            fork.get((start.height - height) as usize).map(|e| e.hash)
         } else {
-            tree.at_height(height)
+            tree.hash_at(height)
         };
-        let Some(entry) = entry else { break };
-        out.push(entry.hash);
+        let Some(hash) = entry else { break };
+        out.push(hash);
         if height <= base {
             break;
         }
