@@ -277,6 +277,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Socks5Error::ProxyUnreachable { .. }), "{err}");
-        assert_eq!(err.io_kind(), std::io::ErrorKind::ConnectionRefused);
+        // The proxy's failure is not the peer's: its message is shown, not "refused".
+        assert_eq!(err.io_kind(), std::io::ErrorKind::Other);
+        assert!(err
+            .to_string()
+            .starts_with("cannot reach the SOCKS5 proxy 127.0.0.1:1: "));
     }
 }

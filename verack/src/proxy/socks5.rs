@@ -147,21 +147,21 @@ pub enum Socks5Error {
 }
 
 impl Socks5Error {
-    /// The [`io::ErrorKind`] closest to it, for callers that only see [`io::Error`]
-    /// (the server's `Dialer`): a refused target or proxy is `ConnectionRefused`, a timeout
-    /// `TimedOut`, a failed authentication `PermissionDenied`.
+    /// The [`io::ErrorKind`] for callers that only see [`io::Error`] (the server's
+    /// `Dialer`). Only what the proxy reports about the target maps to a specific kind
+    /// (reply 5 `ConnectionRefused`, 4 `HostUnreachable`, 3 `NetworkUnreachable`, 6
+    /// `TimedOut`), so it reads as the peer's doing; a failure of the proxy itself (not
+    /// reachable, timed out, authentication, protocol) is `Other`, so its message, which
+    /// names the proxy, is what gets shown.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
-            Socks5Error::ProxyUnreachable { source, .. } => source.kind(),
-            Socks5Error::Timeout { .. } => io::ErrorKind::TimedOut,
-            Socks5Error::Refused { code, .. } if *code == ReplyCode::CONNECTION_REFUSED => {
-                io::ErrorKind::ConnectionRefused
-            }
-            Socks5Error::AuthFailed { .. } | Socks5Error::NoAcceptableMethod => {
-                io::ErrorKind::PermissionDenied
-            }
-            Socks5Error::Io(e) => e.kind(),
-            Socks5Error::TooLong { .. } => io::ErrorKind::InvalidInput,
+            Socks5Error::Refused { code, .. } => match code.0 {
+                0x03 => io::ErrorKind::NetworkUnreachable,
+                0x04 => io::ErrorKind::HostUnreachable,
+                0x05 => io::ErrorKind::ConnectionRefused,
+                0x06 => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::Other,
+            },
             _ => io::ErrorKind::Other,
         }
     }

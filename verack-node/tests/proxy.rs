@@ -1,0 +1,161 @@
+//! `verack --proxy`: the node reaches the bundled Bitcoin Core only through a real SOCKS5
+//! server, `microsocks` (Debian package `microsocks`, installed by `.ci/run`), on loopback.
+//! microsocks binds its outgoing connections to 127.0.0.2 (`-b`), so Core's `getpeerinfo`
+//! shows whether a connection came through the proxy (127.0.0.2) or directly (127.0.0.1).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use verack_testkit::{free_port, wait_for, BitcoinCore, VerackNode};
+
+/// Where microsocks's outgoing connections come from.
+const PROXY_SOURCE_IP: &str = "127.0.0.2";
+const WITHIN: Duration = Duration::from_secs(30);
+
+fn verack_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_verack"))
+}
+
+/// A running `microsocks` on `127.0.0.1:<free port>` without authentication, killed when
+/// dropped. Its log (stderr) has one `client[N] IP: connected to HOST:PORT` line per tunnel.
+struct Microsocks {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Microsocks {
+    /// # Panics
+    /// When microsocks is not installed (says what to install) or does not listen in 5 s.
+    async fn start() -> Microsocks {
+        if let Err(e) = Command::new("microsocks").arg("-h").output() {
+            panic!("cannot run microsocks ({e}): install it (Debian: apt-get install microsocks; .ci/run does)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("microsocks.log");
+        let port = free_port().await;
+        let child = Command::new("microsocks")
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-b",
+                PROXY_SOURCE_IP,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("microsocks starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let proxy = Microsocks {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        wait_for("microsocks to listen", Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
+        proxy
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Microsocks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn connect_through_the_proxy_reaches_core_only_through_it() {
+    let (core, proxy) = tokio::join!(BitcoinCore::start(), Microsocks::start());
+    core.mine(5).await;
+    let node = VerackNode::start(
+        verack_bin(),
+        &[
+            &format!("--proxy={}", proxy.addr),
+            &format!("--connect={}", core.p2p),
+        ],
+    )
+    .await;
+    let entry = core
+        .wait_for_peer("verack, handshaked, from the proxy", WITHIN, |p| {
+            BitcoinCore::handshaked(p) && p["subver"].as_str().unwrap_or("").contains("verack")
+        })
+        .await;
+    let from = entry["addr"].as_str().unwrap();
+    assert!(
+        from.starts_with(&format!("{PROXY_SOURCE_IP}:")),
+        "Core sees verack at {from}, not at the proxy's outgoing address"
+    );
+    assert_eq!(entry["inbound"], true);
+    // Every connection Core has is the proxy's (the v2 attempt and any v1 re-dial included).
+    for peer in core.peer_info().await {
+        let addr = peer["addr"].as_str().unwrap_or("");
+        assert!(
+            addr.starts_with(PROXY_SOURCE_IP),
+            "direct connection: {peer}"
+        );
+    }
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("connected to {}", core.p2p)),
+        "microsocks log: {log}"
+    );
+    // verack names the peer it asked for, and syncs through the tunnel.
+    let target = core.p2p.to_string();
+    node.wait_for_peer("Core, handshaked", WITHIN, |p| {
+        p["addr"] == target.as_str() && p["version"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    node.wait_for_height(5, WITHIN).await;
+    let verack_log = node.log_tail(200);
+    assert!(
+        verack_log.contains("outbound connections go through the SOCKS5 proxy"),
+        "{verack_log}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_proxy_port_means_no_connection_and_no_dns_seeds() {
+    let core = BitcoinCore::start().await;
+    // Nothing listens on this port: no proxy there.
+    let dead_proxy = free_port().await;
+    let node = VerackNode::start(
+        verack_bin(),
+        &[
+            &format!("--proxy=127.0.0.1:{dead_proxy}"),
+            &format!("--addnode={}", core.p2p),
+        ],
+    )
+    .await;
+    let line = wait_for("a failed attempt through the proxy", WITHIN, || async {
+        node.log_tail(200)
+            .lines()
+            .find(|l| l.contains(&format!("could not reach {}", core.p2p)))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        line.contains(&format!(
+            "cannot reach the SOCKS5 proxy 127.0.0.1:{dead_proxy}"
+        )),
+        "{line}"
+    );
+    let log = node.log_tail(200);
+    assert!(log.contains("DNS seeds skipped"), "{log}");
+    // No direct connection was made instead.
+    assert!(core.peer_info().await.is_empty());
+    assert!(node.peer_info().await.is_empty());
+}
