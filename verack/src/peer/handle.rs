@@ -14,7 +14,7 @@ use bitcoin::p2p::ServiceFlags;
 use bitcoin::BlockHash;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
 use super::push::{select_addresses, MAX_ADDR_TO_SEND};
 use super::queue::Queue;
+use super::sent::{Notifier, Sent};
 use super::stall::StallTracker;
 use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
@@ -48,7 +49,9 @@ pub(crate) struct Outgoing {
     /// several of them back to back.
     pub(crate) frame: Bytes,
     pub(crate) commands: Commands,
-    pub(crate) sent: Option<oneshot::Sender<()>>,
+    /// Completions resolved once this entry is written (usually none or one; a trickle
+    /// round's waiters ride on its last `inv`).
+    pub(crate) sent: Vec<Notifier>,
 }
 
 /// The messages in an [`Outgoing`] frame: each one's command and length in bytes, in order.
@@ -61,11 +64,7 @@ pub(crate) enum Commands {
 
 impl Outgoing {
     /// One message's frame.
-    pub(crate) fn one(
-        frame: Bytes,
-        command: CommandString,
-        sent: Option<oneshot::Sender<()>>,
-    ) -> Outgoing {
+    pub(crate) fn one(frame: Bytes, command: CommandString, sent: Vec<Notifier>) -> Outgoing {
         let len = frame.len();
         Outgoing {
             frame,
@@ -199,11 +198,20 @@ impl Shared {
         self.reason.get().cloned()
     }
 
-    /// Encodes and queues `msg` for the writer.
+    /// Encodes and queues `msg` for the writer; `sent` completes when it is written.
     pub(crate) fn enqueue(
         &self,
         msg: &NetworkMessage,
-        sent: Option<oneshot::Sender<()>>,
+        sent: Option<Notifier>,
+    ) -> Result<(), SendError> {
+        self.enqueue_with(msg, sent.into_iter().collect())
+    }
+
+    /// [`enqueue`](Self::enqueue) with any number of completions riding on the frame.
+    pub(crate) fn enqueue_with(
+        &self,
+        msg: &NetworkMessage,
+        sent: Vec<Notifier>,
     ) -> Result<(), SendError> {
         if self.is_stopping() {
             return Err(SendError::Disconnected);
@@ -232,7 +240,11 @@ impl Shared {
 
     /// Encodes `msgs` into one buffer and queues them as one entry (one allocation, one queue
     /// operation); the writer still counts each message. All or nothing.
-    pub(crate) fn enqueue_all(&self, msgs: &[NetworkMessage]) -> Result<(), SendError> {
+    pub(crate) fn enqueue_all(
+        &self,
+        msgs: &[NetworkMessage],
+        sent: Option<Notifier>,
+    ) -> Result<(), SendError> {
         if self.is_stopping() {
             return Err(SendError::Disconnected);
         }
@@ -260,7 +272,7 @@ impl Shared {
         let batch = Outgoing {
             frame: buf.freeze(),
             commands: Commands::Many(parts),
-            sent: None,
+            sent: sent.into_iter().collect(),
         };
         self.outbox.push(batch).map_err(|_| {
             self.queued_bytes.fetch_sub(total, Ordering::AcqRel);
@@ -354,9 +366,22 @@ pub(crate) fn item_hash(item: &Inventory) -> Option<[u8; 32]> {
 
 /// A cheap, cloneable reference to a handshaked peer, usable from any task.
 ///
-/// Every method is non-blocking except [`send_and_wait`](Self::send_and_wait) and
-/// [`closed`](Self::closed). After the peer disconnected, sends fail with
+/// Every method is non-blocking except [`closed`](Self::closed); each send queues its
+/// frame(s) before it returns. After the peer disconnected, sends fail with
 /// [`SendError::Disconnected`] and the getters keep returning the last values.
+///
+/// # "Sent" notification
+/// As btcd's `QueueMessage(msg, doneChan)`: every send path has a variant that hands back a
+/// [`Sent`] future resolving when the frame(s) were written to the stream, or with the reason
+/// they never will be — [`send_and_wait`](Self::send_and_wait) (returns the [`Sent`] itself;
+/// its errors come through it), and [`send_notify`](Self::send_notify),
+/// [`send_all_notify`](Self::send_all_notify),
+/// [`queue_inventory_notify`](Self::queue_inventory_notify),
+/// [`push_addresses_notify`](Self::push_addresses_notify),
+/// [`push_getheaders_notify`](Self::push_getheaders_notify),
+/// [`push_getblocks_notify`](Self::push_getblocks_notify),
+/// and [`push_reject_notify`](Self::push_reject_notify), which return the immediate errors (nothing
+/// queued) directly. The plain methods are unchanged and cost no completion.
 #[derive(Clone)]
 pub struct PeerHandle {
     pub(crate) shared: Arc<Shared>,
@@ -410,6 +435,18 @@ impl PeerHandle {
         self.shared.enqueue(&msg, None)
     }
 
+    /// As [`send`](Self::send), and hands back a [`Sent`] that resolves once the frame has been
+    /// written to the stream, or with [`SendError::Disconnected`] if the peer disconnects
+    /// first. The message is queued before this returns.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send) (nothing was queued).
+    pub fn send_notify(&self, msg: NetworkMessage) -> Result<Sent, SendError> {
+        let (sent, notifier) = Sent::pair();
+        self.shared.enqueue(&msg, Some(notifier))?;
+        Ok(sent)
+    }
+
     /// Queues `msgs`, in order, as [`send`](Self::send) would one by one, but encoded into one
     /// buffer and queued under one lock: for many small messages (a stream of `inv`s, say),
     /// one allocation and one queue operation instead of one per message. The writer still
@@ -418,18 +455,35 @@ impl PeerHandle {
     /// # Errors
     /// As [`send`](Self::send), for any of the messages (the queue limit applies to their total).
     pub fn send_all(&self, msgs: &[NetworkMessage]) -> Result<(), SendError> {
-        self.shared.enqueue_all(msgs)
+        self.shared.enqueue_all(msgs, None)
     }
 
-    /// Queues `msg` and waits until its frame has been written to the socket.
+    /// As [`send_all`](Self::send_all), and hands back a [`Sent`] that resolves once the whole
+    /// batch has been written (it is written in order, in one or more socket writes).
     ///
     /// # Errors
-    /// As [`send`](Self::send), plus [`SendError::Disconnected`] if the peer disconnects before
-    /// the frame was written.
-    pub async fn send_and_wait(&self, msg: NetworkMessage) -> Result<(), SendError> {
-        let (tx, rx) = oneshot::channel();
-        self.shared.enqueue(&msg, Some(tx))?;
-        rx.await.map_err(|_| SendError::Disconnected)
+    /// As [`send_all`](Self::send_all) (nothing was queued).
+    pub fn send_all_notify(&self, msgs: &[NetworkMessage]) -> Result<Sent, SendError> {
+        let (sent, notifier) = Sent::pair();
+        self.shared.enqueue_all(msgs, Some(notifier))?;
+        Ok(sent)
+    }
+
+    /// Queues `msg` at once and returns a [`Sent`] that resolves when its frame has been
+    /// written to the socket: `handle.send_and_wait(msg).await` waits for the write, as before.
+    ///
+    /// Unlike an `async fn`, the message is queued when this is *called*, not when the result
+    /// is first polled (btcd's `QueueMessage` with a done channel), so calls made in order are
+    /// written in order, and dropping the [`Sent`] does not cancel the send. The result used to
+    /// be an `async fn` future with the same output; code that awaits it is unchanged.
+    ///
+    /// # Errors
+    /// The [`Sent`] resolves to the errors of [`send`](Self::send) when nothing could be
+    /// queued, and to [`SendError::Disconnected`] if the peer disconnects before the frame was
+    /// written.
+    pub fn send_and_wait(&self, msg: NetworkMessage) -> Sent {
+        self.send_notify(msg)
+            .unwrap_or_else(|e| Sent::ready(Err(e)))
     }
 
     /// Queues inventory for announcement. Items the remote is known to have are skipped.
@@ -444,6 +498,32 @@ impl PeerHandle {
         &self,
         items: impl IntoIterator<Item = Inventory>,
     ) -> Result<(), SendError> {
+        self.queue_inventory_inner(items, None)
+    }
+
+    /// As [`queue_inventory`](Self::queue_inventory), and hands back a [`Sent`] that resolves
+    /// once every item it queued has been written in an `inv`: block items at once, others at
+    /// the next trickle (up to a few times the trickle interval later). Items that are not
+    /// announced (already known to the remote, transactions to a `relay = false` peer, or
+    /// beyond the 50,000 pending items) are not waited for; with none queued it resolves at
+    /// once. It fails with [`SendError::Disconnected`] if the peer disconnects first.
+    ///
+    /// # Errors
+    /// As [`queue_inventory`](Self::queue_inventory).
+    pub fn queue_inventory_notify(
+        &self,
+        items: impl IntoIterator<Item = Inventory>,
+    ) -> Result<Sent, SendError> {
+        let (sent, notifier) = Sent::pair();
+        self.queue_inventory_inner(items, Some(notifier))?;
+        Ok(sent)
+    }
+
+    fn queue_inventory_inner(
+        &self,
+        items: impl IntoIterator<Item = Inventory>,
+        notifier: Option<Notifier>,
+    ) -> Result<(), SendError> {
         if self.shared.is_stopping() {
             return Err(SendError::Disconnected);
         }
@@ -454,6 +534,7 @@ impl PeerHandle {
         {
             let mut state = self.shared.state();
             let state = &mut *state;
+            let mut trickled = false;
             for item in items {
                 if state.known.contains(&item) {
                     continue;
@@ -463,16 +544,34 @@ impl PeerHandle {
                     blocks.push(item);
                 } else if relay && !state.trickle.push(item, now, rng.gen()) {
                     tracing::debug!(peer = self.id().0, "inventory queue full; item dropped");
+                } else {
+                    trickled |= relay;
                 }
+            }
+            // Under the state lock, so a disconnect that already cleared the waiters is seen
+            // (the reason is set before they are cleared).
+            if let (true, Some(n)) = (trickled, &notifier) {
+                if self.shared.is_stopping() {
+                    return Err(SendError::Disconnected);
+                }
+                state.trickle.push_waiter(n.share());
             }
         }
         self.shared.wake.notify_one();
-        if blocks.is_empty() {
-            return Ok(());
-        }
         for batch in blocks.chunks(super::inventory::MAX_INV_PER_MESSAGE) {
-            self.shared
-                .enqueue(&NetworkMessage::Inv(batch.to_vec()), None)?;
+            let share = notifier.as_ref().map(Notifier::share);
+            if let Err(e) = self
+                .shared
+                .enqueue(&NetworkMessage::Inv(batch.to_vec()), share)
+            {
+                if let Some(n) = notifier {
+                    n.fail(e.clone());
+                }
+                return Err(e);
+            }
+        }
+        if let Some(n) = notifier {
+            n.written(); // the caller's own share: everything is queued
         }
         Ok(())
     }
@@ -485,6 +584,28 @@ impl PeerHandle {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn push_addresses(&self, addrs: &[AddrV2Message]) -> Result<usize, SendError> {
+        self.push_addresses_inner(addrs, None)
+    }
+
+    /// As [`push_addresses`](Self::push_addresses), and hands back a [`Sent`] for the message:
+    /// `(n, Some(sent))`, or `(0, None)` when nothing was sent.
+    ///
+    /// # Errors
+    /// As [`push_addresses`](Self::push_addresses).
+    pub fn push_addresses_notify(
+        &self,
+        addrs: &[AddrV2Message],
+    ) -> Result<(usize, Option<Sent>), SendError> {
+        let (sent, notifier) = Sent::pair();
+        let n = self.push_addresses_inner(addrs, Some(notifier))?;
+        Ok((n, (n > 0).then_some(sent)))
+    }
+
+    fn push_addresses_inner(
+        &self,
+        addrs: &[AddrV2Message],
+        notifier: Option<Notifier>,
+    ) -> Result<usize, SendError> {
         let mut rng = rand::thread_rng();
         let (msg, n) = if self.shared.state().features.addr_v2 {
             let chosen = select_addresses(addrs, MAX_ADDR_TO_SEND, &mut rng);
@@ -505,7 +626,7 @@ impl PeerHandle {
             (NetworkMessage::Addr(v1), n)
         };
         if n > 0 {
-            self.shared.enqueue(&msg, None)?;
+            self.shared.enqueue(&msg, notifier)?;
         }
         Ok(n)
     }
@@ -523,6 +644,30 @@ impl PeerHandle {
         locator: Vec<BlockHash>,
         stop: BlockHash,
     ) -> Result<bool, SendError> {
+        self.push_getheaders_inner(locator, stop, None)
+    }
+
+    /// As [`push_getheaders`](Self::push_getheaders), and hands back a [`Sent`] for the
+    /// message; `None` when the duplicate filter skipped it.
+    ///
+    /// # Errors
+    /// As [`push_getheaders`](Self::push_getheaders).
+    pub fn push_getheaders_notify(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+    ) -> Result<Option<Sent>, SendError> {
+        let (sent, notifier) = Sent::pair();
+        let pushed = self.push_getheaders_inner(locator, stop, Some(notifier))?;
+        Ok(pushed.then_some(sent))
+    }
+
+    fn push_getheaders_inner(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+        notifier: Option<Notifier>,
+    ) -> Result<bool, SendError> {
         self.push_locator_request(
             |s| &mut s.last_getheaders,
             locator,
@@ -534,6 +679,7 @@ impl PeerHandle {
                     stop_hash: s,
                 })
             },
+            notifier,
         )
     }
 
@@ -546,6 +692,30 @@ impl PeerHandle {
         locator: Vec<BlockHash>,
         stop: BlockHash,
     ) -> Result<bool, SendError> {
+        self.push_getblocks_inner(locator, stop, None)
+    }
+
+    /// As [`push_getblocks`](Self::push_getblocks), and hands back a [`Sent`] for the message;
+    /// `None` when the duplicate filter skipped it.
+    ///
+    /// # Errors
+    /// As [`push_getblocks`](Self::push_getblocks).
+    pub fn push_getblocks_notify(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+    ) -> Result<Option<Sent>, SendError> {
+        let (sent, notifier) = Sent::pair();
+        let pushed = self.push_getblocks_inner(locator, stop, Some(notifier))?;
+        Ok(pushed.then_some(sent))
+    }
+
+    fn push_getblocks_inner(
+        &self,
+        locator: Vec<BlockHash>,
+        stop: BlockHash,
+        notifier: Option<Notifier>,
+    ) -> Result<bool, SendError> {
         self.push_locator_request(
             |s| &mut s.last_getblocks,
             locator,
@@ -557,6 +727,7 @@ impl PeerHandle {
                     stop_hash: s,
                 })
             },
+            notifier,
         )
     }
 
@@ -568,9 +739,13 @@ impl PeerHandle {
         locator: Vec<BlockHash>,
         stop: BlockHash,
         build: impl FnOnce(Vec<BlockHash>, BlockHash) -> NetworkMessage,
+        notifier: Option<Notifier>,
     ) -> Result<bool, SendError> {
         let key = (locator.first().copied(), stop);
         if last(&mut self.shared.state()).replace(key) == Some(key) {
+            if let Some(n) = notifier {
+                n.written(); // nothing to send; the caller gets `false`/`None`
+            }
             return Ok(false);
         }
         let mut msg = build(locator, stop);
@@ -579,7 +754,7 @@ impl PeerHandle {
         {
             *version = self.shared.negotiated.protocol_version;
         }
-        self.shared.enqueue(&msg, None).map(|()| true)
+        self.shared.enqueue(&msg, notifier).map(|()| true)
     }
 
     /// Sends a legacy `reject` (BIP61; removed from Core in 0.20) if the negotiated version is
@@ -594,7 +769,38 @@ impl PeerHandle {
         reason: &str,
         hash: bitcoin::hashes::sha256d::Hash,
     ) -> Result<bool, SendError> {
+        self.push_reject_inner(command, code, reason, hash, None)
+    }
+
+    /// As [`push_reject`](Self::push_reject), and hands back a [`Sent`] for the message;
+    /// `None` when it was not sent (negotiated version below 70002).
+    ///
+    /// # Errors
+    /// As [`push_reject`](Self::push_reject).
+    pub fn push_reject_notify(
+        &self,
+        command: &str,
+        code: RejectReason,
+        reason: &str,
+        hash: bitcoin::hashes::sha256d::Hash,
+    ) -> Result<Option<Sent>, SendError> {
+        let (sent, notifier) = Sent::pair();
+        let pushed = self.push_reject_inner(command, code, reason, hash, Some(notifier))?;
+        Ok(pushed.then_some(sent))
+    }
+
+    fn push_reject_inner(
+        &self,
+        command: &str,
+        code: RejectReason,
+        reason: &str,
+        hash: bitcoin::hashes::sha256d::Hash,
+        notifier: Option<Notifier>,
+    ) -> Result<bool, SendError> {
         if self.shared.negotiated.protocol_version < REJECT_VERSION {
+            if let Some(n) = notifier {
+                n.written();
+            }
             return Ok(false);
         }
         let msg = Reject {
@@ -604,7 +810,7 @@ impl PeerHandle {
             hash,
         };
         self.shared
-            .enqueue(&NetworkMessage::Reject(msg), None)
+            .enqueue(&NetworkMessage::Reject(msg), notifier)
             .map(|()| true)
     }
 

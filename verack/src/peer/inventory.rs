@@ -9,6 +9,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::p2p::message_blockdata::Inventory;
 use tokio::time::Instant;
 
+use super::sent::Notifier;
+
 /// Entries per `inv` message: 1000 (btcd's `maxInvTrickleSize`; Core's receive limit is
 /// `MAX_INV_SZ` = 50,000).
 pub const MAX_INV_PER_MESSAGE: usize = 1000;
@@ -124,11 +126,21 @@ pub fn poisson_delay(mean: Duration, u: f64) -> Duration {
     mean.mul_f64(-(1.0 - u).ln())
 }
 
+/// One trickle round: the `inv` batches to send and the completions waiting on them.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    pub(crate) batches: Vec<Vec<Inventory>>,
+    pub(crate) waiters: Vec<Notifier>,
+}
+
 /// Transaction inventory waiting to be announced on Poisson-distributed intervals.
 #[derive(Debug)]
 pub(crate) struct Trickle {
     mean: Duration,
     pending: Vec<Inventory>,
+    /// Completions of `queue_inventory_notify` calls whose items are in `pending`: resolved
+    /// when the round that takes those items has been written.
+    waiters: Vec<Notifier>,
     next_send: Option<Instant>,
 }
 
@@ -137,8 +149,19 @@ impl Trickle {
         Trickle {
             mean,
             pending: Vec::new(),
+            waiters: Vec::new(),
             next_send: None,
         }
+    }
+
+    /// Adds a completion for the items pushed so far (see [`Trickle::poll`]).
+    pub(crate) fn push_waiter(&mut self, waiter: Notifier) {
+        self.waiters.push(waiter);
+    }
+
+    /// Drops every waiting completion (they fail): the peer is disconnecting.
+    pub(crate) fn drop_waiters(&mut self) {
+        self.waiters = Vec::new();
     }
 
     /// Queues a non-block item (filtering is the caller's); `u` is a uniform draw used to
@@ -156,11 +179,12 @@ impl Trickle {
     }
 
     /// When due, the queued items not yet known to the remote, in `inv`-sized batches of at most
-    /// [`MAX_INV_PER_MESSAGE`]; each sent item becomes known.
-    pub(crate) fn poll(&mut self, now: Instant, known: &mut KnownInventory) -> Vec<Vec<Inventory>> {
+    /// [`MAX_INV_PER_MESSAGE`]; each sent item becomes known. The waiters taken with them are
+    /// to be resolved once the last batch is written (or at once if there is no batch).
+    pub(crate) fn poll(&mut self, now: Instant, known: &mut KnownInventory) -> Round {
         match self.next_send {
             Some(at) if at <= now => {}
-            _ => return Vec::new(),
+            _ => return Round::default(),
         }
         self.next_send = None;
         let fresh: Vec<Inventory> = self
@@ -168,10 +192,13 @@ impl Trickle {
             .drain(..)
             .filter(|inv| known.insert(inv))
             .collect();
-        fresh
-            .chunks(MAX_INV_PER_MESSAGE)
-            .map(<[Inventory]>::to_vec)
-            .collect()
+        Round {
+            batches: fresh
+                .chunks(MAX_INV_PER_MESSAGE)
+                .map(<[Inventory]>::to_vec)
+                .collect(),
+            waiters: std::mem::take(&mut self.waiters),
+        }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -254,8 +281,11 @@ mod tests {
         t.push(tx(7), t0, 0.5); // duplicate in the queue
         let due = t0 + poisson_delay(Duration::from_secs(2), 0.5);
         assert_eq!(t.next_deadline(), Some(due));
-        assert!(t.poll(due - Duration::from_millis(1), &mut k).is_empty());
-        let batches = t.poll(due, &mut k);
+        assert!(t
+            .poll(due - Duration::from_millis(1), &mut k)
+            .batches
+            .is_empty());
+        let batches = t.poll(due, &mut k).batches;
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(
             sizes,

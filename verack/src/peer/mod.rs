@@ -86,6 +86,7 @@ mod push;
 mod queue;
 mod receive;
 mod run;
+mod sent;
 mod stall;
 mod stats;
 mod v2;
@@ -126,6 +127,7 @@ pub use receive::{
     BIP111_VERSION, MAX_ADDR_ENTRIES, MAX_HEADERS_ENTRIES, MAX_INV_ENTRIES, MAX_LOCATOR_ENTRIES,
 };
 pub use run::HandshakedPeer;
+pub use sent::Sent;
 pub use stats::{PeerStats, OTHER_COMMAND};
 
 pub(crate) use connection::local_addr_of;

@@ -70,6 +70,9 @@ struct ClosedGuard(Arc<Shared>);
 impl Drop for ClosedGuard {
     fn drop(&mut self) {
         self.0.disconnect_with(DisconnectReason::LocalRequest);
+        // Nothing queued will be written now: fail every pending completion.
+        self.0.outbox.close_and_clear();
+        self.0.state().trickle.drop_waiters();
         self.0.closed.cancel();
     }
 }
@@ -182,6 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> HandshakedPeer<S> {
         let _ = Box::pin(timeout(SHUTDOWN_GRACE, stream.shutdown())).await;
         drop(stream);
         shared.outbox.close_and_clear(); // pending send_and_wait calls now fail
+        shared.state().trickle.drop_waiters(); // and so do those waiting for a trickle
         handler_task.join().await;
         drop(_closed);
         reason
@@ -438,8 +442,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             shared
                 .queued_bytes
                 .fetch_sub(out.frame.len(), Ordering::AcqRel);
-            if let Some(sent) = out.sent {
-                let _ = sent.send(());
+            for sent in out.sent {
+                sent.written();
             }
             if out.frame.len() >= SPARE_MIN {
                 if let Ok(buf) = out.frame.try_into_mut() {
@@ -507,7 +511,7 @@ async fn timer_loop(shared: &Shared) -> DisconnectReason {
             };
         }
         let mut to_send = Vec::new();
-        let next = {
+        let (next, mut waiters) = {
             let mut state = shared.state();
             let state = &mut *state;
             let mut next = idle_deadline.max(now + Duration::from_millis(1));
@@ -529,20 +533,27 @@ async fn timer_loop(shared: &Shared) -> DisconnectReason {
             if let Some(deadline) = state.stall.next_deadline() {
                 next = next.min(deadline);
             }
-            to_send.extend(
-                state
-                    .trickle
-                    .poll(now, &mut state.known)
-                    .into_iter()
-                    .map(NetworkMessage::Inv),
-            );
+            let round = state.trickle.poll(now, &mut state.known);
+            to_send.extend(round.batches.into_iter().map(NetworkMessage::Inv));
+            let waiters = round.waiters;
             if let Some(deadline) = state.trickle.next_deadline() {
                 next = next.min(deadline);
             }
-            next
+            (next, waiters)
         };
-        for msg in &to_send {
-            if shared.enqueue(msg, None).is_err() {
+        if to_send.is_empty() {
+            // A round whose items were all known by now: nothing will be written for them.
+            waiters.drain(..).for_each(super::sent::Notifier::written);
+        }
+        let last = to_send.len().saturating_sub(1);
+        for (i, msg) in to_send.iter().enumerate() {
+            // A round's waiters ride on its last `inv` (frames are written in order).
+            let sent = if i == last {
+                std::mem::take(&mut waiters)
+            } else {
+                Vec::new()
+            };
+            if shared.enqueue_with(msg, sent).is_err() {
                 return shared.reason().unwrap_or(DisconnectReason::LocalRequest);
             }
         }
