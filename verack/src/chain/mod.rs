@@ -77,7 +77,7 @@ mod tree;
 
 use bitcoin::{BlockHash, CompactTarget};
 
-pub use params::ChainParams;
+pub use params::{signet_magic, ChainParams, DEFAULT_SIGNET_CHALLENGE};
 pub use pow::{
     add_work, block_proof, calculate_next_work_required, check_proof_of_work, next_work_required,
     permitted_difficulty_transition, pow_limit_bits, AncestorInfo, MissingAncestor, MAX_TIMEWARP,

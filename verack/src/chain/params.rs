@@ -1,7 +1,26 @@
 //! Per-network consensus parameters for header validation.
 
+use bitcoin::block::Header;
+use bitcoin::consensus::encode::serialize;
+use bitcoin::hashes::{sha256d, Hash};
+use bitcoin::p2p::Magic;
 use bitcoin::params::Params;
 use bitcoin::{Network, Work};
+
+/// The challenge of the default signet (Bitcoin Core's `SigNetParams` without
+/// `-signetchallenge`): a 1-of-2 bare multisig script, 71 bytes. Its derived magic is
+/// `0a03cf40`, rust-bitcoin's `Network::Signet.magic()`.
+pub const DEFAULT_SIGNET_CHALLENGE: &str = "512103ad5e0edad18cb1f0fc0d28a3d4f1f3e445640337489abb10404f2d1e086be430210359ef5021964fe22d6f8e05b2463c9540ce96883fe3b278760f048f5189f2e6c452ae";
+
+/// The network magic of a signet whose block challenge is the script `challenge` (raw script
+/// bytes, as Core's `-signetchallenge` takes them in hex): the first 4 bytes of the double
+/// SHA-256 of the challenge serialized as a byte vector (compact-size length, then the bytes),
+/// as BIP325 ("message start") and Core's `SigNetParams` (`HashWriter << signet_challenge`).
+pub fn signet_magic(challenge: &[u8]) -> Magic {
+    let hash = sha256d::Hash::hash(&serialize(&challenge.to_vec()));
+    let b = hash.to_byte_array();
+    Magic::from_bytes([b[0], b[1], b[2], b[3]])
+}
 
 /// Consensus parameters for header validation.
 ///
@@ -26,6 +45,18 @@ pub struct ChainParams {
     /// first header more than [`MAX_TIMEWARP`](super::MAX_TIMEWARP) seconds older than its parent.
     /// rust-bitcoin 0.32's `Params` has no such flag (Core's `enforce_BIP94`), so it lives here.
     pub enforce_bip94: bool,
+    /// The 4-byte message start framing every P2P message (Core's `pchMessageStart`): the
+    /// network's own (`network.magic()`) unless overridden, e.g. by
+    /// [`ChainParams::custom_signet`]. Give the same value to
+    /// [`PeerConfig::magic`](crate::peer::PeerConfig::magic) so peers speak this network.
+    pub magic: Magic,
+    /// The genesis block header: the network's own (`bitcoin::constants::genesis_block`)
+    /// unless overridden. The header tree starts from it.
+    pub genesis: Header,
+    /// A custom signet's block challenge (raw script bytes), as given to
+    /// [`ChainParams::custom_signet`]; `None` otherwise. Block signatures are not checked
+    /// (verack validates headers only), so this is informational.
+    pub signet_challenge: Option<Vec<u8>>,
 }
 
 impl ChainParams {
@@ -58,6 +89,7 @@ impl ChainParams {
             consensus.bip66_height = 1;
             consensus.pow_target_timespan = 24 * 60 * 60;
         }
+        let genesis = bitcoin::constants::genesis_block(&consensus).header;
         ChainParams {
             network,
             consensus,
@@ -65,7 +97,38 @@ impl ChainParams {
                 .expect("64 hex digits are a valid 256-bit number"),
             max_fork_headers: Self::DEFAULT_MAX_FORK_HEADERS,
             enforce_bip94: network == Network::Testnet4,
+            magic: network.magic(),
+            genesis,
+            signet_challenge: None,
         }
+    }
+
+    /// A custom signet, as Bitcoin Core's `-signet -signetchallenge=<hex>`: signet's consensus
+    /// rules and genesis block (the same for every signet), the magic derived from `challenge`
+    /// ([`signet_magic`], BIP325), and, as Core for any challenge other than the default, a
+    /// minimum chain work of 0 (a new signet has no history to require).
+    ///
+    /// `challenge` is the raw script (e.g. `51` for `OP_TRUE`). The default signet's challenge
+    /// ([`DEFAULT_SIGNET_CHALLENGE`]) gives the default signet's magic but still the custom
+    /// minimum chain work of 0; use [`ChainParams::new`]`(Network::Signet)` for it instead.
+    pub fn custom_signet(challenge: &[u8]) -> ChainParams {
+        let mut params = ChainParams::new(Network::Signet);
+        params.magic = signet_magic(challenge);
+        params.min_chain_work = Work::from_be_bytes([0; 32]);
+        params.signet_challenge = Some(challenge.to_vec());
+        params
+    }
+
+    /// A private network on `base`'s consensus rules with its own `magic` and `genesis` header
+    /// (for library users running their own test network): everything else as
+    /// [`ChainParams::new`]`(base)`, with a minimum chain work of 0. Headers are validated
+    /// against `base`'s proof-of-work limit and retarget rules, so `genesis` must meet them.
+    pub fn custom(base: Network, magic: Magic, genesis: Header) -> ChainParams {
+        let mut params = ChainParams::new(base);
+        params.magic = magic;
+        params.genesis = genesis;
+        params.min_chain_work = Work::from_be_bytes([0; 32]);
+        params
     }
 }
 
@@ -88,5 +151,53 @@ mod tests {
         for n in [Network::Testnet, Network::Testnet4, Network::Signet] {
             assert!(ChainParams::new(n).min_chain_work > Work::from_be_bytes([0; 32]));
         }
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_signet_challenge_gives_cores_signet_magic() {
+        // Core's chainparams.cpp: the default signet's pchMessageStart is 0a 03 cf 40.
+        let magic = signet_magic(&hex(DEFAULT_SIGNET_CHALLENGE));
+        assert_eq!(magic.to_bytes(), [0x0a, 0x03, 0xcf, 0x40]);
+        assert_eq!(magic, Network::Signet.magic());
+        assert_eq!(ChainParams::new(Network::Signet).magic, magic);
+    }
+
+    /// The magic of the signet whose challenge is `OP_TRUE` (`-signetchallenge=51`): the first
+    /// bytes of sha256d(01 51), computed independently with Python's hashlib.
+    const OP_TRUE_SIGNET_MAGIC: [u8; 4] = [0x54, 0xd2, 0x6f, 0xbd];
+
+    #[test]
+    fn custom_signet_magic_is_sha256d_of_the_pushed_challenge() {
+        let params = ChainParams::custom_signet(&[0x51]);
+        assert_eq!(params.magic.to_bytes(), OP_TRUE_SIGNET_MAGIC);
+        assert_ne!(params.magic, Network::Signet.magic());
+        assert_eq!(params.network, Network::Signet);
+        assert_eq!(params.genesis, ChainParams::new(Network::Signet).genesis);
+        assert_eq!(params.min_chain_work, Work::from_be_bytes([0; 32]));
+        assert_eq!(params.signet_challenge.as_deref(), Some(&[0x51][..]));
+    }
+
+    #[test]
+    fn custom_network_overrides_magic_and_genesis() {
+        let genesis = bitcoin::constants::genesis_block(&Params::new(Network::Bitcoin)).header;
+        let magic = Magic::from_bytes([1, 2, 3, 4]);
+        let params = ChainParams::custom(Network::Regtest, magic, genesis);
+        assert_eq!(params.magic, magic);
+        assert_eq!(params.genesis, genesis);
+        assert_eq!(params.network, Network::Regtest);
+        assert_eq!(
+            ChainParams::new(Network::Regtest)
+                .genesis
+                .block_hash()
+                .to_string(),
+            "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+        );
     }
 }

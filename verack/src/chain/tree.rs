@@ -187,7 +187,7 @@ impl std::fmt::Debug for HeaderTree {
 impl HeaderTree {
     /// A tree holding only the network's genesis header.
     pub fn new(params: ChainParams) -> HeaderTree {
-        let genesis = bitcoin::constants::genesis_block(&params.consensus).header;
+        let genesis = params.genesis;
         Self::trusted(
             params,
             0,
@@ -209,7 +209,7 @@ impl HeaderTree {
         params: ChainParams,
         headers: impl IntoIterator<Item = Header>,
     ) -> Result<HeaderTree, HeaderError> {
-        let genesis = bitcoin::constants::genesis_block(&params.consensus).header;
+        let genesis = params.genesis;
         Self::trusted(params, 0, Work::from_le_bytes([0; 32]), genesis, headers)
     }
 

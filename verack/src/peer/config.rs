@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bitcoin::p2p::message::NetworkMessage;
 use bitcoin::p2p::message_network::VersionMessage;
-use bitcoin::p2p::ServiceFlags;
+use bitcoin::p2p::{Magic, ServiceFlags};
 use bitcoin::Network;
 
 use super::hooks::MessageHooks;
@@ -65,8 +65,14 @@ pub type NegotiationFn = Arc<dyn Fn(&VersionMessage, u32) -> Vec<NetworkMessage>
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct PeerConfig {
-    /// The network whose magic frames every message.
+    /// The network whose magic frames every message (unless [`magic`](Self::magic) is set).
     pub network: Network,
+    /// A magic that replaces `network`'s on the wire (v1 frames and the BIP324 v2 key
+    /// exchange), for custom networks such as a custom signet
+    /// ([`ChainParams::custom_signet`](crate::chain::ChainParams::custom_signet), BIP325) or a
+    /// private test network ([`ChainParams::custom`](crate::chain::ChainParams::custom)).
+    /// Default `None`: `network.magic()`. See [`wire_magic`](Self::wire_magic).
+    pub magic: Option<Magic>,
     /// Our protocol version; the negotiated version is `min(ours, theirs)`. Default 70017
     /// ([`DEFAULT_PROTOCOL_VERSION`]).
     pub protocol_version: u32,
@@ -172,6 +178,7 @@ impl PeerConfig {
     pub fn new(network: Network) -> PeerConfig {
         PeerConfig {
             network,
+            magic: None,
             protocol_version: DEFAULT_PROTOCOL_VERSION,
             min_protocol_version: DEFAULT_MIN_PROTOCOL_VERSION,
             services: ServiceFlags::NONE,
@@ -202,6 +209,12 @@ impl PeerConfig {
         }
     }
 
+    /// The 4-byte message start our peers use: [`magic`](Self::magic) if set, else
+    /// `network.magic()`.
+    pub fn wire_magic(&self) -> Magic {
+        self.magic.unwrap_or_else(|| self.network.magic())
+    }
+
     /// The services in our `version`: [`services`](Self::services), plus `NODE_P2P_V2` (bit 11)
     /// when [`v2`](Self::v2) is enabled.
     pub fn advertised_services(&self) -> ServiceFlags {
@@ -217,6 +230,7 @@ impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
             .field("network", &self.network)
+            .field("magic", &self.wire_magic())
             .field("protocol_version", &self.protocol_version)
             .field("min_protocol_version", &self.min_protocol_version)
             .field("services", &self.services)

@@ -347,7 +347,7 @@ impl Shared {
     }
 
     fn ctx_magic(&self) -> bitcoin::p2p::Magic {
-        self.config.network.magic()
+        self.config.wire_magic()
     }
 }
 

@@ -351,7 +351,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
     }
 
     async fn send_all(&mut self, msgs: &[NetworkMessage]) -> Result<(), HandshakeError> {
-        let magic = self.config.network.magic();
+        let magic = self.config.wire_magic();
         Ok(write_messages(&mut self.stream, &mut self.encoder, magic, &self.ctx, msgs).await?)
     }
 }

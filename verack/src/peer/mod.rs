@@ -226,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         Peer {
             stream,
             read_buf: BytesMut::new(),
-            decoder: FrameDecoder::V1(V1Codec::new(config.network.magic())),
+            decoder: FrameDecoder::V1(V1Codec::new(config.wire_magic())),
             encoder: FrameEncoder::V1,
             transport: Transport::V1,
             plan,

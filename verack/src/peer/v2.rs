@@ -87,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
 
     /// Reads until the first bytes tell v1 (`false`) from v2 (`true`).
     async fn detect_v2(&mut self) -> Result<bool, HandshakeError> {
-        let magic = self.config.network.magic();
+        let magic = self.config.wire_magic();
         loop {
             let seen = &self.read_buf[..self.read_buf.len().min(V1_PREFIX_LEN)];
             match detect_transport(seen, magic) {
@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Peer<S> {
         &mut self,
         role: Role,
     ) -> Result<(InboundCipher, OutboundCipher, [u8; 32]), HandshakeError> {
-        let magic = self.config.network.magic().to_bytes();
+        let magic = self.config.wire_magic().to_bytes();
         let handshake = Handshake::<Initialized>::new(magic, role).map_err(key_exchange)?;
         let garbage = random_bytes(MAX_GARBAGE_LEN);
         let mut out = vec![0u8; Handshake::<Initialized>::send_key_len(Some(&garbage))];
