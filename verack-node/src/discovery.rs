@@ -24,6 +24,16 @@ use crate::human;
 /// How long one DNS seed lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How DNS seeds are asked.
+#[derive(Debug, Clone)]
+pub enum SeedLookup {
+    /// Looked up with the system resolver.
+    System,
+    /// Through the SOCKS5 proxy, as Core with `-proxy`: an addr-fetch connection to each
+    /// seed's name (resolved by the proxy), [`verack::proxy::seed::fetch_addresses`].
+    Proxy(Arc<verack::proxy::Socks5Dialer>),
+}
+
 /// What discovery has done and plans, for the log.
 #[derive(Debug, Default)]
 pub struct DiscoveryStatus {
@@ -108,21 +118,21 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the seeding schedule until it is finished or `stop` fires. `dns` false skips the DNS
-/// seeds (`--proxy`); `outbound` gives the number of outbound full-relay peers; `manual` says
+/// Runs the seeding schedule until it is finished or `stop` fires. `lookup` says how DNS
+/// seeds are asked (through the proxy with `--proxy`); `outbound` gives the number of outbound full-relay peers; `manual` says
 /// whether `--addnode` peers exist (the fixed seeds then wait 60 s even without DNS seeds).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     addrman: Arc<AddrManSource>,
     network: Network,
     port: u16,
-    dns: bool,
+    lookup: SeedLookup,
     status: Arc<DiscoveryStatus>,
     outbound: impl Fn() -> usize,
     manual: bool,
     stop: CancellationToken,
 ) {
-    let seeds = if dns { dns_seeds(network) } else { &[] };
+    let seeds = dns_seeds(network);
     let fixed: Vec<_> = fixed_seeds(network)
         .into_iter()
         .filter(|s| s.is_ip())
@@ -144,7 +154,7 @@ pub async fn run(
         match seeding.poll(now, known, outbound()) {
             SeedStep::QueryDns => {
                 let added = tokio::select! {
-                    added = query_dns_seeds(&addrman, seeds, port) => added,
+                    added = query_seeds(&addrman, seeds, port, &lookup, network) => added,
                     _ = stop.cancelled() => return,
                 };
                 seeding.dns_queried(Instant::now(), rand::random());
@@ -195,6 +205,68 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Asks every seed at once, as `lookup` says; returns how many addresses were new.
+async fn query_seeds(
+    addrman: &AddrManSource,
+    seeds: &[&'static str],
+    port: u16,
+    lookup: &SeedLookup,
+    network: Network,
+) -> usize {
+    match lookup {
+        SeedLookup::System => query_dns_seeds(addrman, seeds, port).await,
+        SeedLookup::Proxy(dialer) => {
+            query_seeds_via_proxy(addrman, seeds, port, dialer, network).await
+        }
+    }
+}
+
+/// Asks the node behind each seed's name for addresses through the proxy (each bounded by
+/// the dialer's timeouts, the handshake's and [`verack::proxy::seed::DEFAULT_ANSWER_TIMEOUT`])
+/// and adds the answers, with the proxy as their source; returns how many were new.
+async fn query_seeds_via_proxy(
+    addrman: &AddrManSource,
+    seeds: &[&'static str],
+    port: u16,
+    dialer: &Arc<verack::proxy::Socks5Dialer>,
+    network: Network,
+) -> usize {
+    use verack::proxy::{seed, Target};
+    let mut fetches = tokio::task::JoinSet::new();
+    for &name in seeds {
+        let dialer = dialer.clone();
+        fetches.spawn(async move {
+            let target = Target::Name {
+                host: name.to_owned(),
+                port,
+            };
+            let config = verack::peer::PeerConfig::new(network);
+            let found =
+                seed::fetch_addresses(&dialer, target, config, seed::DEFAULT_ANSWER_TIMEOUT).await;
+            (name, found)
+        });
+    }
+    let source = addr_v2(dialer.proxy().ip());
+    let mut total = 0;
+    while let Some(joined) = fetches.join_next().await {
+        let Ok((name, found)) = joined else { continue };
+        match found {
+            Ok(entries) => {
+                let added = addrman.lock().add(&entries, &source, 0, unix_now());
+                tracing::debug!(
+                    seed = name,
+                    found = entries.len(),
+                    added,
+                    "DNS seed answered through the proxy"
+                );
+                total += added;
+            }
+            Err(e) => tracing::debug!(seed = name, error = %e, "DNS seed through the proxy failed"),
+        }
+    }
+    total
 }
 
 /// Asks every seed at once (each lookup bounded by [`LOOKUP_TIMEOUT`]) and adds the answers

@@ -130,13 +130,17 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         source,
     })?;
     probe_writable(dir)?;
-    let mut params = ChainParams::new(settings.network);
+    // A custom signet (--signetchallenge): its own magic (BIP325), minimum chain work 0.
+    let mut params = match &settings.signet_challenge {
+        Some(challenge) => ChainParams::custom_signet(challenge),
+        None => ChainParams::new(settings.network),
+    };
     if let Some(work) = settings.min_chain_work {
         params.min_chain_work = work;
     }
     // The start-up check: a damaged store is moved aside and its valid prefix kept (logged).
     let db_path = dir.join("headers.sqlite");
-    let genesis = bitcoin::constants::genesis_block(&params.consensus).block_hash();
+    let genesis = params.genesis.block_hash();
     let opened = tokio::task::block_in_place(|| store::check::open_checked(&db_path, genesis))?;
     tracing::info!(
         headers = opened.headers.len(),
@@ -155,9 +159,11 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     // Sync: the manager owns the tree; the node is built once the server exists.
     let tip_height = Arc::new(AtomicI32::new(tree.height() as i32));
     let sync_config = SyncConfig::new(tree.params());
+    let magic = tree.params().magic;
     let sync = SyncManager::new(tree, sync_config, rand::random());
 
     let mut peer = PeerConfig::new(settings.network);
+    peer.magic = Some(magic);
     if !settings.v2transport {
         peer.v2 = verack::transport::V2Mode::Off;
     }
@@ -313,20 +319,31 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
             status.describe(now, known).into_iter().collect()
         },
     ));
-    if settings.connect.is_empty() {
+    // A custom signet has no DNS or fixed seeds (Core clears them): peers come from
+    // --connect/--addnode and the addresses they relay.
+    let custom_signet = settings.signet_challenge.is_some();
+    if custom_signet && settings.connect.is_empty() {
+        tracing::info!("custom signet: no DNS or fixed seeds; peers come from --addnode and the addresses peers relay");
+    }
+    if settings.connect.is_empty() && !custom_signet {
         let network = settings.network;
         let weak = Arc::downgrade(&server);
-        // As Core with -proxy: no name is looked up outside the proxy. (Core then reaches the
-        // seeds by name through the proxy, as addr-fetch peers; our dialer takes addresses.)
-        let dns = settings.proxy.is_none();
-        if !dns {
-            tracing::info!("DNS seeds skipped: with --proxy no name is looked up outside the proxy (use --addnode/--connect; fixed seeds still apply)");
-        }
+        // As Core with -proxy: no name is looked up outside the proxy; each DNS seed is asked
+        // by name through it (an addr-fetch connection to the node the proxy resolves).
+        let lookup = match settings.proxy {
+            Some(proxy) => {
+                if !verack::discovery::dns_seeds(network).is_empty() {
+                    tracing::info!(%proxy, "DNS seeds are asked through the proxy, by name (no lookup outside it)");
+                }
+                discovery::SeedLookup::Proxy(Arc::new(proxy_dialer(&settings, proxy)))
+            }
+            None => discovery::SeedLookup::System,
+        };
         tokio::spawn(discovery::run(
             addrman.clone(),
             network,
             settings::default_p2p_port(network),
-            dns,
+            lookup,
             discovered,
             move || {
                 weak.upgrade().map_or(0, |s| {
@@ -365,7 +382,6 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
 /// connection unless `--proxyrandomize=false`), and logging the proxy and `--onlynet` setup.
 fn proxied<H: verack::server::PeerHandlers>(server: Server<H>, settings: &Settings) -> Server<H> {
     use verack::address::Net;
-    use verack::proxy::{Credentials, Socks5Dialer};
     if !settings.onlynet.is_empty() {
         let names: Vec<&str> = settings.onlynet.iter().map(|n| n.name()).collect();
         tracing::info!(networks = %names.join(","), "automatic outbound connections limited to these networks (--onlynet)");
@@ -383,13 +399,20 @@ fn proxied<H: verack::server::PeerHandlers>(server: Server<H>, settings: &Settin
     let Some(proxy) = settings.proxy else {
         return server;
     };
+    tracing::info!(%proxy, randomize = settings.proxy_randomize, "outbound connections go through the SOCKS5 proxy");
+    server.with_dialer(proxy_dialer(settings, proxy))
+}
+
+/// The SOCKS5 dialer for `proxy`: random credentials per connection unless
+/// `--proxyrandomize=false`.
+fn proxy_dialer(settings: &Settings, proxy: std::net::SocketAddr) -> verack::proxy::Socks5Dialer {
+    use verack::proxy::{Credentials, Socks5Dialer};
     let credentials = if settings.proxy_randomize {
         Credentials::Randomize
     } else {
         Credentials::None
     };
-    tracing::info!(%proxy, randomize = settings.proxy_randomize, "outbound connections go through the SOCKS5 proxy");
-    server.with_dialer(Socks5Dialer::new(proxy).with_credentials(credentials))
+    Socks5Dialer::new(proxy).with_credentials(credentials)
 }
 
 /// Fails early and clearly if files cannot be created in `dir`.

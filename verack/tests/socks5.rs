@@ -12,7 +12,7 @@ use bitcoin::Network;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use verack::peer::{BoxError, IgnoreMessages, Peer, PeerConfig};
-use verack::proxy::{Credentials, ReplyCode, Socks5Dialer, Socks5Error};
+use verack::proxy::{seed, Credentials, ReplyCode, Socks5Dialer, Socks5Error, Target};
 use verack_testkit::{free_port, wait_for, BitcoinCore};
 
 /// Where microsocks's outgoing connections come from.
@@ -203,4 +203,38 @@ async fn a_refused_target_and_an_absent_proxy_are_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, Socks5Error::ProxyUnreachable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_seed_is_asked_by_name_through_the_proxy() {
+    let (core, proxy) = tokio::join!(
+        BitcoinCore::start_with(&["-v2transport=0"]),
+        Microsocks::start(&[])
+    );
+    // Addresses only for Core to hand out (nothing dials them): Core answers getaddr with at
+    // most 23% of what it knows, so give it 40.
+    for i in 1..=40 {
+        core.must_call("addpeeraddress", &format!(r#"["{i}.{i}.1.1", 8333]"#))
+            .await;
+    }
+    let dialer = Socks5Dialer::new(proxy.addr);
+    // The name goes to the proxy, which resolves it (as a DNS seed's name would be).
+    let seed_name = Target::Name {
+        host: "localhost".into(),
+        port: core.p2p.port(),
+    };
+    let entries = seed::fetch_addresses(
+        &dialer,
+        seed_name,
+        PeerConfig::new(Network::Regtest),
+        WITHIN,
+    )
+    .await
+    .expect("Core answered through the proxy");
+    assert!(entries.len() > 1, "{entries:?}");
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("connected to localhost:{}", core.p2p.port())),
+        "the proxy resolved the name: {log}"
+    );
 }

@@ -19,11 +19,15 @@
 //! cannot link our connections by exit. A proxy that does not ask for authentication just
 //! picks "no authentication", so random credentials work with any proxy.
 //!
+//! [`seed::fetch_addresses`] asks a DNS seed for addresses through the proxy, as Core does
+//! with `-proxy` (an addr-fetch connection to the seed's name).
+//!
 //! **What the [`Dialer`] trait cannot carry yet**: it dials [`SocketAddr`]s, so onion and I2P
 //! peers (and names handed to the proxy unresolved) are reachable only through
 //! [`Socks5Dialer::connect`]; the server's [`Dialer::resolve`] for `--connect HOST` peers
 //! still uses the system resolver.
 
+pub mod seed;
 pub mod socks5;
 
 use std::fmt;
