@@ -25,7 +25,7 @@
 //! **What the [`Dialer`] trait cannot carry yet**: it dials [`SocketAddr`]s, so onion and I2P
 //! peers (and names handed to the proxy unresolved) are reachable only through
 //! [`Socks5Dialer::connect`]; the server's [`Dialer::resolve`] for `--connect HOST` peers
-//! still uses the system resolver.
+//! still uses the system resolver (`.onion`/`.i2p` names are refused, never looked up).
 
 pub mod seed;
 pub mod socks5;
@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::address::{Host, PeerAddr};
-use crate::server::{BoxedConnection, DialFuture, Dialer};
+use crate::server::{BoxedConnection, DialFuture, Dialer, ResolveFuture};
 
 pub use socks5::{ReplyCode, Socks5Error};
 
@@ -237,6 +237,31 @@ impl Dialer for Socks5Dialer {
             Ok(Box::new(stream) as BoxedConnection)
         })
     }
+
+    /// Host names of persistent peers: `.onion` and `.b32.i2p` names are refused
+    /// ([`std::io::ErrorKind::Unsupported`]) rather than leaked to the system resolver (the
+    /// server cannot yet hand a name to the proxy); other names use the system resolver, as
+    /// the default [`Dialer::resolve`].
+    fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        let lower = host.to_ascii_lowercase();
+        if lower.ends_with(".onion") || lower.ends_with(".i2p") {
+            let message = format!(
+                "{host}: onion and I2P peers cannot be dialled by the server yet (its dialer takes IP addresses); \
+                 not looked up outside the proxy"
+            );
+            return Box::pin(async move {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    message,
+                ))
+            });
+        }
+        let target = crate::server::PeerTarget::Name {
+            host: host.to_owned(),
+            port,
+        };
+        Box::pin(async move { target.resolve().await })
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +295,17 @@ mod tests {
             Target::from(ip),
             Target::Addr("[fc00::1]:1".parse().unwrap())
         );
+    }
+
+    #[tokio::test]
+    async fn onion_names_are_never_resolved_locally() {
+        let dialer = Socks5Dialer::new("127.0.0.1:9050".parse().unwrap());
+        for name in ["abc.onion", "ABC.ONION", "x.b32.i2p"] {
+            let err = dialer.resolve(name, 8333).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{name}");
+        }
+        let local = dialer.resolve("localhost", 1).await.unwrap();
+        assert!(local.iter().all(|a| a.ip().is_loopback()));
     }
 
     #[tokio::test]
