@@ -11,14 +11,18 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
-use super::hooks::MessageHooks;
+use super::hooks::{FrameOutcome, MessageHooks, RawFrame};
 use super::stats::{Counters, OTHER_COMMAND};
 use super::{Direction, PeerId};
-use crate::transport::{encode_contents_into, PacketDecoder, PacketEncoder, TransportKind};
-use crate::wire::{encode_into, payload_size_hint, DecodeError, Frame, OversizeMessage, V1Codec};
+use crate::transport::{
+    encode_contents_into, put_message_type, PacketDecoder, PacketEncoder, TransportKind,
+};
+use crate::wire::{
+    encode_into, encode_raw_into, payload_size_hint, DecodeError, Frame, OversizeMessage,
+    RawMessage, RawRead, V1Codec,
+};
 
 /// Bytes of free buffer space ensured before each socket read. The buffer grows only as bytes
 /// arrive, never from a peer-announced length.
@@ -45,6 +49,26 @@ impl PeerContext {
         if let Some(hooks) = &self.hooks {
             hooks.message_read(self.id, self.remote, &frame.message, frame.wire_len);
         }
+    }
+
+    /// Shows the frame to the raw-frame hook, if any.
+    fn show_raw(&self, read: &RawRead, transport: TransportKind) {
+        let Some(hooks) = &self.hooks else {
+            return;
+        };
+        let outcome = match &read.result {
+            Ok(message) => FrameOutcome::Decoded(message),
+            Err(e) => FrameOutcome::Dropped(e),
+        };
+        let frame = RawFrame {
+            command: read.command.as_str(),
+            payload: read.raw.slice(read.payload_start..),
+            checksum: read.checksum,
+            wire_len: read.wire_len,
+            transport,
+            outcome,
+        };
+        hooks.frame_read(self.id, self.remote, &frame);
     }
 
     pub(crate) fn record_written(&self, command: &str, frame: &[u8], now: Instant) {
@@ -80,10 +104,18 @@ pub(crate) enum FrameDecoder {
 }
 
 impl FrameDecoder {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    /// The next complete frame, decoded or not; `Err` only for fatal errors.
+    fn decode_raw(&mut self, buf: &mut BytesMut) -> Result<Option<RawRead>, DecodeError> {
         match self {
-            FrameDecoder::V1(codec) => codec.decode(buf),
-            FrameDecoder::V2(packets) => packets.decode(buf),
+            FrameDecoder::V1(codec) => codec.decode_raw(buf),
+            FrameDecoder::V2(packets) => packets.decode_raw(buf),
+        }
+    }
+
+    fn kind(&self) -> TransportKind {
+        match self {
+            FrameDecoder::V1(_) => TransportKind::V1,
+            FrameDecoder::V2(_) => TransportKind::V2,
         }
     }
 
@@ -185,6 +217,40 @@ pub(crate) fn encode_queued_into(
     }
 }
 
+/// Encodes a pre-encoded message as the writer queues it (a whole v1 frame, or v2 contents):
+/// one copy of the payload behind the header or message type, and for v1 the checksum only
+/// when the caller did not give it. `reuse` as in [`encode_queued`]. The caller has checked
+/// the payload length.
+pub(crate) fn encode_raw_queued(
+    kind: TransportKind,
+    magic: Magic,
+    msg: &RawMessage,
+    reuse: Option<BytesMut>,
+) -> Bytes {
+    let needed = 24 + msg.payload.len();
+    let mut buf = match reuse {
+        Some(mut buf) if buf.capacity() >= needed => {
+            buf.clear();
+            buf
+        }
+        _ => BytesMut::with_capacity(needed),
+    };
+    match kind {
+        TransportKind::V1 => encode_raw_into(
+            magic,
+            msg.command.as_ref(),
+            &msg.payload,
+            msg.checksum,
+            &mut buf,
+        ),
+        TransportKind::V2 => {
+            put_message_type(msg.command.as_ref(), &mut buf);
+            buf.extend_from_slice(&msg.payload);
+        }
+    }
+    buf.freeze()
+}
+
 /// Why [`read_frame`] returned no frame.
 #[derive(Debug)]
 pub(crate) enum ReadError {
@@ -213,15 +279,29 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 ) -> Result<Frame, ReadError> {
     loop {
         let before = buf.len();
-        let decoded = decoder.decode(buf);
+        let decoded = decoder.decode_raw(buf);
         let skipped = decoder.take_skipped();
         if skipped > 0 {
             ctx.counters.record_overhead_received(skipped, *read_at);
         }
         match decoded {
-            Ok(Some(frame)) => {
-                ctx.record_read(&frame, *read_at);
-                return Ok(frame);
+            Ok(Some(read)) => {
+                ctx.show_raw(&read, decoder.kind());
+                match read.into_frame() {
+                    Ok(frame) => {
+                        ctx.record_read(&frame, *read_at);
+                        return Ok(frame);
+                    }
+                    Err(e) => {
+                        // Dropped, connection kept: counted under `*other*`, as Core.
+                        ctx.counters.record_received(
+                            OTHER_COMMAND,
+                            before - buf.len() - skipped,
+                            *read_at,
+                        );
+                        return Err(ReadError::Decode(e));
+                    }
+                }
             }
             Ok(None) => {}
             Err(e) => {

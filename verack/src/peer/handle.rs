@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::PeerContext;
-use super::connection::{encode_queued, encode_queued_into};
+use super::connection::{encode_queued, encode_queued_into, encode_raw_queued};
 use super::inventory::{is_block, KnownInventory, Trickle};
 use super::ping::PingState;
 use super::push::{select_addresses, MAX_ADDR_TO_SEND};
@@ -30,7 +30,7 @@ use super::{
     Direction, DisconnectReason, Negotiated, PeerConfig, PeerId, PeerStats, RemoteFeatures,
     SendError,
 };
-use crate::wire::payload_size_hint;
+use crate::wire::{payload_size_hint, OversizeMessage, RawMessage, MAX_PAYLOAD_LEN};
 
 /// The first version that understands `reject` (BIP61).
 const REJECT_VERSION: u32 = 70002;
@@ -238,6 +238,52 @@ impl Shared {
             })
     }
 
+    /// Frames a pre-encoded message and queues it (see [`PeerHandle::send_raw`]).
+    pub(crate) fn enqueue_raw(
+        &self,
+        msg: &RawMessage,
+        sent: Option<Notifier>,
+    ) -> Result<(), SendError> {
+        if self.is_stopping() {
+            return Err(SendError::Disconnected);
+        }
+        let command = msg.command.as_ref();
+        if command == "version" || command == "verack" {
+            return Err(SendError::HandshakeMessage {
+                command: command.to_string(),
+            });
+        }
+        if msg.payload.len() > MAX_PAYLOAD_LEN {
+            return Err(SendError::Oversize(OversizeMessage {
+                command: command.to_string(),
+                len: msg.payload.len(),
+            }));
+        }
+        let spare = if msg.payload.len() >= SPARE_MIN {
+            self.spare.lock().expect("spare lock").take()
+        } else {
+            None
+        };
+        let frame = encode_raw_queued(
+            self.negotiated.transport.kind(),
+            self.ctx_magic(),
+            msg,
+            spare,
+        );
+        let len = frame.len();
+        self.reserve_queue(len)?;
+        self.outbox
+            .push(Outgoing::one(
+                frame,
+                msg.command.clone(),
+                sent.into_iter().collect(),
+            ))
+            .map_err(|_| {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                SendError::Disconnected
+            })
+    }
+
     /// Encodes `msgs` into one buffer and queues them as one entry (one allocation, one queue
     /// operation); the writer still counts each message. All or nothing.
     pub(crate) fn enqueue_all(
@@ -380,7 +426,8 @@ pub(crate) fn item_hash(item: &Inventory) -> Option<[u8; 32]> {
 /// [`push_addresses_notify`](Self::push_addresses_notify),
 /// [`push_getheaders_notify`](Self::push_getheaders_notify),
 /// [`push_getblocks_notify`](Self::push_getblocks_notify),
-/// and [`push_reject_notify`](Self::push_reject_notify), which return the immediate errors (nothing
+/// [`push_reject_notify`](Self::push_reject_notify) and
+/// [`send_raw_notify`](Self::send_raw_notify), which return the immediate errors (nothing
 /// queued) directly. The plain methods are unchanged and cost no completion.
 #[derive(Clone)]
 pub struct PeerHandle {
@@ -484,6 +531,35 @@ impl PeerHandle {
     pub fn send_and_wait(&self, msg: NetworkMessage) -> Sent {
         self.send_notify(msg)
             .unwrap_or_else(|e| Sent::ready(Err(e)))
+    }
+
+    /// Queues a pre-encoded message ([`RawMessage`]: command + payload bytes) without decoding
+    /// or re-encoding it: the writer frames it for this peer's transport (v1 header with the
+    /// checksum the message carries, or computed here if it has none; v2 message type, then
+    /// encryption), and it is counted in stats and shown to the hooks like any message. One
+    /// copy of the payload is made, into the frame buffer.
+    ///
+    /// Raw messages are not inspected: they start no stall deadline (`getheaders`,
+    /// `getdata`) and mark no inventory as known (`inv`); use [`send`](Self::send) for those
+    /// when that matters.
+    ///
+    /// # Errors
+    /// [`SendError::Disconnected`]; [`SendError::HandshakeMessage`] for `version`/`verack`;
+    /// [`SendError::Oversize`] for a payload over 4,000,000 bytes; [`SendError::QueueFull`]
+    /// (which disconnects), as [`send`](Self::send).
+    pub fn send_raw(&self, msg: &RawMessage) -> Result<(), SendError> {
+        self.shared.enqueue_raw(msg, None)
+    }
+
+    /// As [`send_raw`](Self::send_raw), and hands back a [`Sent`] that resolves once the frame
+    /// has been written.
+    ///
+    /// # Errors
+    /// As [`send_raw`](Self::send_raw) (nothing was queued).
+    pub fn send_raw_notify(&self, msg: &RawMessage) -> Result<Sent, SendError> {
+        let (sent, notifier) = Sent::pair();
+        self.shared.enqueue_raw(msg, Some(notifier))?;
+        Ok(sent)
     }
 
     /// Queues inventory for announcement. Items the remote is known to have are skipped.

@@ -26,13 +26,88 @@ use bitcoin::p2p::message_filter::{
 };
 use bitcoin::p2p::message_network::Reject;
 use bitcoin::{block, Block, MerkleBlock, Transaction};
+use bytes::Bytes;
 
 use super::{PeerHandle, PeerId};
+use crate::transport::TransportKind;
+use crate::wire::{DecodeError, RawMessage};
+
+/// What became of a frame read from the stream (see [`MessageHooks::frame_read`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum FrameOutcome<'a> {
+    /// The payload decoded into this message, which the peer now processes (handshake or
+    /// running rules, then the handler).
+    Decoded(&'a NetworkMessage),
+    /// The frame is dropped and the connection kept, as Bitcoin Core does:
+    /// [`DecodeError::BadChecksum`] (v1), [`DecodeError::Undecodable`] (a known command
+    /// whose payload rust-bitcoin cannot decode), or for v2
+    /// [`V2Error::UnknownShortId`](crate::wire::V2Error::UnknownShortId) /
+    /// [`V2Error::BadMessageType`](crate::wire::V2Error::BadMessageType) (the command is
+    /// then empty).
+    Dropped(&'a DecodeError),
+}
+
+/// One frame as read, before the peer acts on it: see [`MessageHooks::frame_read`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RawFrame<'a> {
+    /// The message type (at most 12 ASCII bytes); empty when a v2 message type could not be
+    /// read.
+    pub command: &'a str,
+    /// The payload exactly as received (v2: decrypted), without the v1 header or v2 message
+    /// type. Shares the read buffer's memory: cloning it or keeping it copies nothing (and
+    /// keeps that buffer alive while held).
+    pub payload: Bytes,
+    /// The v1 header's checksum as sent (first 4 bytes of the payload's double SHA-256 when
+    /// the outcome is not [`DecodeError::BadChecksum`]); `None` for v2, which has none.
+    pub checksum: Option<[u8; 4]>,
+    /// Bytes on the wire: v1 header + payload, or the whole v2 packet (3 length + 1 header
+    /// + contents + 16 tag).
+    pub wire_len: usize,
+    /// The transport it came over.
+    pub transport: TransportKind,
+    /// Decoded, or dropped and why.
+    pub outcome: FrameOutcome<'a>,
+}
+
+impl RawFrame<'_> {
+    /// This frame as a message to send on with
+    /// [`PeerHandle::send_raw`](super::PeerHandle::send_raw), unchanged and without
+    /// re-encoding: the payload is shared, and a v1 checksum that matched is reused so
+    /// forwarding to a v1 peer hashes nothing. `None` when the command is empty (a v2 message
+    /// type that could not be read).
+    pub fn to_raw_message(&self) -> Option<RawMessage> {
+        let command = bitcoin::p2p::message::CommandString::try_from(self.command.to_string())
+            .ok()
+            .filter(|_| !self.command.is_empty())?;
+        let checksum = match self.outcome {
+            FrameOutcome::Dropped(DecodeError::BadChecksum { .. }) => None,
+            _ => self.checksum,
+        };
+        Some(match checksum {
+            Some(sum) => RawMessage::with_checksum(command, self.payload.clone(), sum),
+            None => RawMessage::new(command, self.payload.clone()),
+        })
+    }
+}
 
 /// Observers of every frame read and written, unknown commands included. Shared by all peers
-/// of a [`PeerConfig`](super::PeerConfig). Both methods default to doing nothing. They run
+/// of a [`PeerConfig`](super::PeerConfig). Every method defaults to doing nothing. They run
 /// inline on the peer's I/O task (see [`MessageHandler`], *Where they run*): keep them cheap.
 pub trait MessageHooks: Send + Sync + 'static {
+    /// Every frame read, handshake included, before the peer acts on it: its command, raw
+    /// payload as [`Bytes`] (no copy), the v1 checksum and what became of it
+    /// ([`FrameOutcome`]): decoded, or dropped for a bad checksum, an undecodable payload or
+    /// an unreadable v2 message type. Frames that end the connection (wrong magic, oversize
+    /// or malformed header, v2 decryption failure) are not frames and never reach it; v2 decoy
+    /// packets neither. Called before [`message_read`](Self::message_read) for a decoded
+    /// frame. A relay keeps `frame.payload` (or [`RawFrame::to_raw_message`]) to forward the
+    /// frame unchanged.
+    fn frame_read(&self, peer: PeerId, remote: SocketAddr, frame: &RawFrame<'_>) {
+        let _ = (peer, remote, frame);
+    }
+
     /// A frame of `wire_len` bytes (header included; for v2 the whole packet: length, header
     /// byte, contents and tag) was read and decoded into `message`. Called for handshake
     /// messages too.

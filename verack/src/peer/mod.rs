@@ -113,7 +113,7 @@ pub use handshake::{
     MAX_EXTRA_MESSAGES, MAX_EXTRA_MESSAGE_BYTES, MAX_HELD_MESSAGES, MAX_IGNORED_BEFORE_VERSION,
     WTXID_RELAY_VERSION,
 };
-pub use hooks::{dispatch, IgnoreMessages, MessageHandler, MessageHooks};
+pub use hooks::{dispatch, FrameOutcome, IgnoreMessages, MessageHandler, MessageHooks, RawFrame};
 pub use inventory::{poisson_delay, MAX_INV_PER_MESSAGE};
 pub use negotiated::{
     Feature, FeatureError, Negotiated, RemoteFeatures, TxReconciliation, FEATURE_VERSION,

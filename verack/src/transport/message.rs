@@ -8,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::short_id::{command_for_id, short_id};
 use crate::wire::{
-    decode_message, parse_command, DecodeError, OversizeMessage, V2Error, MAX_PAYLOAD_LEN,
+    decode_message, parse_command, DecodeError, OversizeMessage, V2Error, WireCommand,
+    MAX_PAYLOAD_LEN,
 };
 
 /// Length of the long message type: a 0 byte then 12 bytes of NUL-padded ASCII.
@@ -35,15 +36,7 @@ pub fn encode_contents_into(
 ) -> Result<(), OversizeMessage> {
     let start = dst.len();
     let command = msg.command();
-    match short_id(command.as_ref()) {
-        Some(id) => dst.put_u8(id),
-        None => {
-            let mut long = [0u8; LONG_MESSAGE_TYPE_LEN];
-            let name = command.as_ref().as_bytes();
-            long[1..1 + name.len()].copy_from_slice(name);
-            dst.put_slice(&long);
-        }
-    }
+    put_message_type(command.as_ref(), dst);
     let payload_start = dst.len();
     let mut writer = FromStd::new(dst.writer());
     msg.consensus_encode(&mut writer)
@@ -59,6 +52,21 @@ pub fn encode_contents_into(
     Ok(())
 }
 
+/// Appends the v2 message type of `command`: its 1-byte short id, or 0 and the 12-byte
+/// NUL-padded command.
+pub(crate) fn put_message_type(command: &str, dst: &mut BytesMut) {
+    match short_id(command) {
+        Some(id) => dst.put_u8(id),
+        None => {
+            let mut long = [0u8; LONG_MESSAGE_TYPE_LEN];
+            let name = command.as_bytes();
+            let n = name.len().min(12);
+            long[1..1 + n].copy_from_slice(&name[..n]);
+            dst.put_slice(&long);
+        }
+    }
+}
+
 /// Decodes v2 packet contents (message type + payload) into a message.
 ///
 /// A 1-byte id and the equivalent 13-byte form decode to the same message (BIP324: the short
@@ -69,8 +77,17 @@ pub fn encode_contents_into(
 /// - [`DecodeError::Oversize`]: a payload above [`MAX_PAYLOAD_LEN`].
 /// - [`DecodeError::Undecodable`] (not fatal): a known message whose payload does not decode.
 pub fn decode_contents(contents: &[u8]) -> Result<NetworkMessage, DecodeError> {
-    let (command, payload): (String, &[u8]) = match contents.first() {
-        None => return Err(V2Error::BadMessageType { raw: Vec::new() }.into()),
+    let (command, start) = split_contents(contents)?;
+    decode_payload(command.as_str(), &contents[start..])
+}
+
+/// The message type of v2 contents and where its payload starts.
+///
+/// # Errors
+/// [`V2Error::UnknownShortId`] / [`V2Error::BadMessageType`] (not fatal).
+pub(crate) fn split_contents(contents: &[u8]) -> Result<(WireCommand, usize), DecodeError> {
+    match contents.first() {
+        None => Err(V2Error::BadMessageType { raw: Vec::new() }.into()),
         Some(0) => {
             let Some(raw) = contents.get(1..LONG_MESSAGE_TYPE_LEN) else {
                 return Err(V2Error::BadMessageType {
@@ -81,22 +98,29 @@ pub fn decode_contents(contents: &[u8]) -> Result<NetworkMessage, DecodeError> {
             let command = parse_command(raw).ok_or_else(|| V2Error::BadMessageType {
                 raw: contents[..LONG_MESSAGE_TYPE_LEN].to_vec(),
             })?;
-            (command, &contents[LONG_MESSAGE_TYPE_LEN..])
+            Ok((WireCommand::new(&command), LONG_MESSAGE_TYPE_LEN))
         }
         Some(&id) => {
             let command = command_for_id(id).ok_or(V2Error::UnknownShortId { id })?;
-            (command.to_string(), &contents[1..])
+            Ok((WireCommand::new(command), 1))
         }
-    };
+    }
+}
+
+/// Decodes the payload of a `command` message from v2 contents.
+///
+/// # Errors
+/// [`DecodeError::Oversize`] (fatal) and [`DecodeError::Undecodable`] (not fatal).
+pub(crate) fn decode_payload(command: &str, payload: &[u8]) -> Result<NetworkMessage, DecodeError> {
     if payload.len() > MAX_PAYLOAD_LEN {
         return Err(DecodeError::Oversize {
-            command,
+            command: command.to_string(),
             len: payload.len(),
             max: MAX_PAYLOAD_LEN,
         });
     }
-    decode_message(&command, payload).map_err(|e| DecodeError::Undecodable {
-        command,
+    decode_message(command, payload).map_err(|e| DecodeError::Undecodable {
+        command: command.to_string(),
         len: payload.len(),
         reason: e.to_string(),
     })

@@ -24,6 +24,7 @@ use std::fmt;
 use bitcoin::hex::DisplayHex;
 use bitcoin::p2p::Magic;
 
+pub(crate) use message::put_message_type;
 pub use message::{decode_contents, encode_contents, encode_contents_into, LONG_MESSAGE_TYPE_LEN};
 pub use packet::{PacketDecoder, PacketEncoder, LENGTH_LEN};
 pub use short_id::{command_for_id, short_id, V2_MESSAGE_IDS};

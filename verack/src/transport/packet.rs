@@ -4,9 +4,9 @@
 use bip324::{InboundCipher, OutboundCipher, PacketType};
 use bytes::BytesMut;
 
-use super::message::decode_contents;
+use super::message::{decode_payload, split_contents};
 use super::{MAX_CONTENTS_LEN, PACKET_OVERHEAD};
-use crate::wire::{DecodeError, Frame, V2Error};
+use crate::wire::{DecodeError, Frame, RawRead, V2Error, WireCommand};
 
 /// Bytes of the encrypted length prefix.
 pub const LENGTH_LEN: usize = bip324::NUM_LENGTH_BYTES;
@@ -49,6 +49,16 @@ impl PacketDecoder {
     /// resynchronised), and the errors of [`decode_contents`] (after which the packet has been
     /// consumed and the next one can be decoded unless the error is fatal).
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        self.decode_raw(src)?.map(RawRead::into_frame).transpose()
+    }
+
+    /// As [`decode`](Self::decode), but a genuine packet whose message type or payload is bad
+    /// comes back as a [`RawRead`] with the error inside (command empty when the type could
+    /// not be read); `Err` is only for fatal errors.
+    pub(crate) fn decode_raw(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<RawRead>, DecodeError> {
         loop {
             let rest = match self.pending {
                 Some(rest) => rest,
@@ -89,11 +99,25 @@ impl PacketDecoder {
             let raw = packet
                 .freeze()
                 .slice(LENGTH_LEN + HEADER_BYTE_LEN..total - TAG_LEN);
-            let message = decode_contents(&raw)?;
-            return Ok(Some(Frame {
-                message,
-                wire_len: total,
+            let (command, payload_start, result) = match split_contents(&raw) {
+                Ok((command, start)) => {
+                    let result = decode_payload(command.as_str(), &raw[start..]);
+                    if let Err(e) = &result {
+                        if e.is_fatal() {
+                            return Err(result.unwrap_err());
+                        }
+                    }
+                    (command, start, result)
+                }
+                Err(e) => (WireCommand::default(), 0, Err(e)),
+            };
+            return Ok(Some(RawRead {
+                command,
                 raw,
+                payload_start,
+                checksum: None,
+                wire_len: total,
+                result,
             }));
         }
     }

@@ -23,6 +23,60 @@ pub struct Frame {
     pub raw: Bytes,
 }
 
+/// A message type as it appeared on the wire: at most 12 ASCII bytes, kept without
+/// allocating (the read path's hot loop). Empty when a v2 message type could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct WireCommand {
+    bytes: [u8; 12],
+    len: u8,
+}
+
+impl WireCommand {
+    /// `name` (printable ASCII, at most 12 bytes; longer is cut).
+    pub(crate) fn new(name: &str) -> WireCommand {
+        let mut bytes = [0u8; 12];
+        let len = name.len().min(12);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        WireCommand {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+/// One complete frame cut from the read buffer, whether or not its payload decoded: what the
+/// raw-frame hook sees.
+#[derive(Debug)]
+pub(crate) struct RawRead {
+    /// The message type.
+    pub(crate) command: WireCommand,
+    /// v1: the whole frame, header included; v2: the decrypted contents.
+    pub(crate) raw: Bytes,
+    /// Where the payload starts in `raw`.
+    pub(crate) payload_start: usize,
+    /// The v1 header's checksum, as sent.
+    pub(crate) checksum: Option<[u8; 4]>,
+    /// Bytes on the wire (as [`Frame::wire_len`]).
+    pub(crate) wire_len: usize,
+    /// The decoded message, or the non-fatal reason the frame is dropped.
+    pub(crate) result: Result<NetworkMessage, DecodeError>,
+}
+
+impl RawRead {
+    /// The frame as the peer delivers it, or the reason it is dropped.
+    pub(crate) fn into_frame(self) -> Result<Frame, DecodeError> {
+        Ok(Frame {
+            message: self.result?,
+            wire_len: self.wire_len,
+            raw: self.raw,
+        })
+    }
+}
+
 /// The v1 framing codec for one network's magic.
 ///
 /// Decoding never reserves buffer space from a peer-sent length: the header is validated
@@ -61,13 +115,14 @@ impl V1Codec {
         self.pending
             .map_or(0, |h| (HEADER_LEN + h.payload_len).saturating_sub(buffered))
     }
-}
 
-impl Decoder for V1Codec {
-    type Item = Frame;
-    type Error = DecodeError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    /// As [`Decoder::decode`], but a complete frame whose checksum or payload is bad comes back
+    /// as a [`RawRead`] with the error inside (the frame consumed); `Err` is only for the
+    /// header's fatal errors.
+    pub(crate) fn decode_raw(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<RawRead>, DecodeError> {
         let header = match self.pending.take() {
             Some(header) => header,
             None => {
@@ -83,12 +138,24 @@ impl Decoder for V1Codec {
             return Ok(None);
         }
         let raw = src.split_to(wire_len).freeze();
-        let message = decode_payload(&header, &raw)?;
-        Ok(Some(Frame {
-            message,
-            wire_len,
+        let result = decode_payload(&header, &raw);
+        Ok(Some(RawRead {
+            command: WireCommand::new(header.command()),
             raw,
+            payload_start: HEADER_LEN,
+            checksum: Some(header.checksum),
+            wire_len,
+            result,
         }))
+    }
+}
+
+impl Decoder for V1Codec {
+    type Item = Frame;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        self.decode_raw(src)?.map(RawRead::into_frame).transpose()
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
@@ -189,6 +256,28 @@ pub(crate) fn encode_into(
     header[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[20..24].copy_from_slice(&sum);
     Ok(())
+}
+
+/// Appends one v1 frame carrying a pre-encoded `payload` to `dst`: the header with `command`
+/// and `checksum` (computed from the payload when `None`), then the payload. The caller has
+/// checked the length against [`MAX_PAYLOAD_LEN`].
+pub(crate) fn encode_raw_into(
+    magic: Magic,
+    command: &str,
+    payload: &[u8],
+    checksum_known: Option<[u8; 4]>,
+    dst: &mut BytesMut,
+) {
+    let sum = checksum_known.unwrap_or_else(|| checksum(payload));
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&magic.to_bytes());
+    let name = command.as_bytes();
+    header[4..4 + name.len().min(12)].copy_from_slice(&name[..name.len().min(12)]);
+    header[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[20..24].copy_from_slice(&sum);
+    dst.reserve(HEADER_LEN + payload.len());
+    dst.put_slice(&header);
+    dst.put_slice(payload);
 }
 
 /// A close upper estimate of `msg`'s payload size in bytes, so encoding allocates once

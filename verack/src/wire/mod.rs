@@ -16,14 +16,16 @@ mod codec;
 mod error;
 mod header;
 mod payload;
+mod raw;
 mod version;
 
 pub use codec::{encode_frame, Frame, OversizeMessage, V1Codec};
-pub(crate) use codec::{encode_into, payload_size_hint};
+pub(crate) use codec::{encode_into, encode_raw_into, payload_size_hint, RawRead, WireCommand};
 pub use error::{DecodeError, V2Error};
 pub(crate) use header::parse_command;
 pub use header::{FrameHeader, HEADER_LEN};
 pub use payload::decode_message;
+pub use raw::RawMessage;
 pub use version::{decode_version, MAX_USER_AGENT_LEN};
 
 /// The largest payload accepted or sent, in bytes: 4,000,000, Bitcoin Core's
