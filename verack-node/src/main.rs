@@ -130,13 +130,17 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         source,
     })?;
     probe_writable(dir)?;
-    let mut params = ChainParams::new(settings.network);
+    // A custom signet (--signetchallenge): its own magic (BIP325), minimum chain work 0.
+    let mut params = match &settings.signet_challenge {
+        Some(challenge) => ChainParams::custom_signet(challenge),
+        None => ChainParams::new(settings.network),
+    };
     if let Some(work) = settings.min_chain_work {
         params.min_chain_work = work;
     }
     // The start-up check: a damaged store is moved aside and its valid prefix kept (logged).
     let db_path = dir.join("headers.sqlite");
-    let genesis = bitcoin::constants::genesis_block(&params.consensus).block_hash();
+    let genesis = params.genesis.block_hash();
     let opened = tokio::task::block_in_place(|| store::check::open_checked(&db_path, genesis))?;
     tracing::info!(
         headers = opened.headers.len(),
@@ -155,9 +159,11 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     // Sync: the manager owns the tree; the node is built once the server exists.
     let tip_height = Arc::new(AtomicI32::new(tree.height() as i32));
     let sync_config = SyncConfig::new(tree.params());
+    let magic = tree.params().magic;
     let sync = SyncManager::new(tree, sync_config, rand::random());
 
     let mut peer = PeerConfig::new(settings.network);
+    peer.magic = Some(magic);
     if !settings.v2transport {
         peer.v2 = verack::transport::V2Mode::Off;
     }
@@ -313,7 +319,13 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
             status.describe(now, known).into_iter().collect()
         },
     ));
-    if settings.connect.is_empty() {
+    // A custom signet has no DNS or fixed seeds (Core clears them): peers come from
+    // --connect/--addnode and the addresses they relay.
+    let custom_signet = settings.signet_challenge.is_some();
+    if custom_signet && settings.connect.is_empty() {
+        tracing::info!("custom signet: no DNS or fixed seeds; peers come from --addnode and the addresses peers relay");
+    }
+    if settings.connect.is_empty() && !custom_signet {
         let network = settings.network;
         let weak = Arc::downgrade(&server);
         // As Core with -proxy: no name is looked up outside the proxy; each DNS seed is asked

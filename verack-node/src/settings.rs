@@ -96,6 +96,11 @@ pub struct Args {
     /// circuit (Core's -proxyrandomize). Default true.
     #[arg(long, value_name = "BOOL")]
     pub proxyrandomize: Option<bool>,
+    /// A custom signet's block challenge, a script in hex (with --network signet), as Core's
+    /// -signetchallenge: the network magic is derived from it (BIP325), the minimum chain
+    /// work is 0 and the default signet's DNS and fixed seeds are not used.
+    #[arg(long, value_name = "HEX")]
+    pub signetchallenge: Option<String>,
 }
 
 /// The config file: the same settings as the flags, kebab-case keys.
@@ -122,6 +127,7 @@ pub struct FileConfig {
     onion: Option<Spanned<String>>,
     onlynet: Option<Vec<Spanned<String>>>,
     proxyrandomize: Option<bool>,
+    signetchallenge: Option<Spanned<String>>,
     /// Where it was read from and its text, to place errors in values found later.
     #[serde(skip)]
     source: Option<(PathBuf, String)>,
@@ -205,6 +211,9 @@ pub struct Settings {
     pub onlynet: Vec<Net>,
     /// Random proxy credentials per connection (`--proxyrandomize`, default true).
     pub proxy_randomize: bool,
+    /// A custom signet's challenge script (`--signetchallenge`, raw bytes); only with
+    /// `network` signet.
+    pub signet_challenge: Option<Vec<u8>>,
 }
 
 /// A settings error, printed as one line.
@@ -540,6 +549,22 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         }
         (None, None) => None,
     };
+    let signet_challenge = match (&args.signetchallenge, &file.signetchallenge) {
+        (Some(hex), _) => {
+            Some(
+                signet_challenge(hex, network).map_err(|reason| SettingsError::Flag {
+                    flag: "--signetchallenge",
+                    value: hex.clone(),
+                    reason,
+                })?,
+            )
+        }
+        (None, Some(hex)) => Some(
+            signet_challenge(hex.get_ref(), network)
+                .map_err(|e| file.invalid("signetchallenge", hex.span(), e))?,
+        ),
+        (None, None) => None,
+    };
     let whitelist = if args.whitelist.is_empty() {
         file.whitelist.unwrap_or_default()
     } else {
@@ -591,7 +616,25 @@ pub fn resolve(args: Args) -> Result<Settings, SettingsError> {
         onion,
         onlynet,
         proxy_randomize: args.proxyrandomize.or(file.proxyrandomize).unwrap_or(true),
+        signet_challenge,
     })
+}
+
+/// A `--signetchallenge` value: a non-empty script in hex, on signet only (Core reads
+/// `-signetchallenge` only for `-signet` and refuses values that are not hex).
+fn signet_challenge(hex: &str, network: Network) -> Result<Vec<u8>, String> {
+    if network != Network::Signet {
+        return Err("a signet challenge needs --network signet".into());
+    }
+    let hex = hex.trim();
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err("not a script in hex (an even number of hex digits)".into());
+    }
+    Ok((0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect())
 }
 
 /// Core's default SOCKS5 port (Tor's): 9050.
@@ -1095,6 +1138,25 @@ mod tests {
                 b
             }))
         );
+    }
+
+    #[test]
+    fn signet_challenge_as_core() {
+        let (_d, s) = with(None, &["--network", "signet", "--signetchallenge", "51"]);
+        assert_eq!(s.unwrap().signet_challenge, Some(vec![0x51]));
+        let (_d, s) = with(
+            Some("network = \"signet\"\nsignetchallenge = \"5151\"\n"),
+            &[],
+        );
+        assert_eq!(s.unwrap().signet_challenge, Some(vec![0x51, 0x51]));
+        let (_d, s) = with(None, &["--network", "signet"]);
+        assert_eq!(s.unwrap().signet_challenge, None);
+        let (_d, s) = with(None, &["--network", "regtest", "--signetchallenge", "51"]);
+        let e = s.unwrap_err().to_string();
+        assert!(e.contains("needs --network signet"), "{e}");
+        let (_d, s) = with(None, &["--network", "signet", "--signetchallenge", "5"]);
+        let e = s.unwrap_err().to_string();
+        assert!(e.contains("invalid --signetchallenge '5'"), "{e}");
     }
 
     #[test]
