@@ -56,6 +56,8 @@ fn node(n: u8, port: u16, seed: Option<SocketAddr>) -> (Server<Handlers>, Arc<Ad
     cfg.target_full_relay = 8;
     cfg.target_block_relay = 0;
     cfg.feeler_interval = None;
+    // verack nodes advertise no NODE_NETWORK: take them whatever their services.
+    cfg.policy = verack::server::PeerPolicy::accept_all();
     // Core caches its getaddr answer for about a day (its tests move mock time): here the
     // seed's first answer, given while it knows almost nothing, would be every node's answer.
     cfg.getaddr_cache_lifetime = Duration::from_secs(1);

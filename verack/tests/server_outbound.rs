@@ -64,7 +64,12 @@ impl Dialer for FakeNet {
                 Answer::Peer | Answer::Misbehave => {
                     let (ours, theirs) = tokio::io::duplex(1 << 16);
                     tokio::spawn(async move {
-                        let remote = Peer::inbound(theirs, common::addr(9), config());
+                        // A full node, as the server's default peer policy (Core's desirable
+                        // services) wants of outbound peers.
+                        let mut remote_cfg = config();
+                        remote_cfg.services = bitcoin::p2p::ServiceFlags::NETWORK
+                            | bitcoin::p2p::ServiceFlags::WITNESS;
+                        let remote = Peer::inbound(theirs, common::addr(9), remote_cfg);
                         if let Ok(p) = remote.handshake(&CancellationToken::new(), accept).await {
                             if matches!(answer, Answer::Misbehave) {
                                 let filter = bitcoin::p2p::message_bloom::FilterLoad {

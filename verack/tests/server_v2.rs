@@ -76,6 +76,8 @@ async fn first_connection(remote_mode: V2Mode, dial: Dial) -> (TransportKind, us
     let mut cfg = ServerConfig::new(config());
     cfg.target_full_relay = usize::from(matches!(dial, Dial::Automatic));
     cfg.target_block_relay = 0;
+    // The remote advertises no NODE_WITNESS: take it whatever its services.
+    cfg.policy = verack::server::PeerPolicy::accept_all();
     cfg.feeler_interval = None;
     let cache = cfg.peer.v1_only_cache.clone();
     let server = Server::new(cfg, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)

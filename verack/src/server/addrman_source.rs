@@ -145,6 +145,11 @@ impl AddressSource for AddrManSource {
             .map(|info| info.addr.services)
     }
 
+    fn set_services(&self, addr: SocketAddr, services: ServiceFlags) {
+        self.lock()
+            .set_services(&addr_v2(addr.ip()), addr.port(), services);
+    }
+
     fn known(&self) -> Option<usize> {
         Some(self.lock().size(None, None))
     }

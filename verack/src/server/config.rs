@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::peer::PeerConfig;
 
-use super::{AdmissionRules, PeerTarget};
+use super::{AdmissionRules, PeerPolicy, PeerTarget};
 
 /// Why an outbound connection exists, or that it is inbound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +110,13 @@ pub struct ServerConfig {
     pub seed_nodes: Vec<SocketAddr>,
     /// How often seed nodes are asked again while addresses are scarce. Default 30 s.
     pub seed_node_interval: Duration,
+    /// The peer policy: required services, the outbound service rule (Core's desirable
+    /// services by default) and an optional check over each remote `version`. Default
+    /// [`PeerPolicy::default`]; [`PeerPolicy::accept_all`] takes any peer.
+    pub policy: PeerPolicy,
+    /// How long an addr-fetch connection may stay open waiting for the `addr` answer after the
+    /// handshake. Default 300 s (Core: `10 * AVG_ADDRESS_BROADCAST_INTERVAL` of 30 s).
+    pub addr_fetch_timeout: Duration,
     /// Test-only: group loopback addresses `127.a.b.c` by `a.b` like IPv4 /16s, so many nodes on
     /// one machine form distinct netgroups. Default `false`.
     pub loopback_netgroups: bool,
@@ -147,6 +154,8 @@ impl ServerConfig {
             loopback_netgroups: false,
             seed_nodes: Vec::new(),
             seed_node_interval: Duration::from_secs(30),
+            policy: PeerPolicy::default(),
+            addr_fetch_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -115,6 +115,12 @@ pub trait AddressSource: Send + Sync + 'static {
         None
     }
 
+    /// The services `addr` offered in its `version` (outbound connections only; Core's
+    /// `SetServices`), which replace the advertised ones. Default: ignored.
+    fn set_services(&self, addr: SocketAddr, services: bitcoin::p2p::ServiceFlags) {
+        let _ = (addr, services);
+    }
+
     /// How many addresses the source knows, if it can tell (seed nodes are asked while it
     /// knows few). Default `None`: seed nodes are asked once, at start.
     fn known(&self) -> Option<usize> {
@@ -149,6 +155,9 @@ impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
     }
     fn services_of(&self, addr: SocketAddr) -> Option<bitcoin::p2p::ServiceFlags> {
         (**self).services_of(addr)
+    }
+    fn set_services(&self, addr: SocketAddr, services: bitcoin::p2p::ServiceFlags) {
+        (**self).set_services(addr, services)
     }
 }
 

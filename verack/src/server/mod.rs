@@ -5,12 +5,14 @@
 //! # Accept path
 //! ```text
 //! accept() ── error: back off 5 ms → 1 s, log once per burst
+//! (or Server::accept_inbound: a stream the caller accepted, same path from here)
 //!   └─ checkpoint 1 (Registry::begin_pending): allow/deny list, ban,
 //!      ≤ 5 established per IP                                        ── refuse: close at once
 //!      pending full (8 per /24 or /64, max_pending_handshakes = 50 in total)
 //!        ── drop the longest-pending handshake of the busiest group (its token is cancelled)
 //!        └─ handshake (peer core; self-connection via the shared nonce cache), raced
-//!           against its pending token
+//!           against its pending token; the remote `version` meets the PeerPolicy
+//!           (required services, callback) ── refuse: Refusal::Policy, no slot used
 //!             └─ checkpoint 2 (Registry::admit): duplicate address or nonce, per IP,
 //!                max inbound → evict (SelectNodeToEvict) or refuse, max total
 //!                  └─ run until disconnect → score misbehaviour → maybe ban
@@ -28,9 +30,13 @@
 //! ```text
 //! outbound loop (every outbound_interval, and after each disconnect)
 //!   └─ deficit per kind (8 full-relay, 2 block-relay-only) minus dials in flight
-//!        └─ AddressSource::candidates → pick_dials: not own, allow/deny, not banned,
+//!        └─ AddressSource::candidates → advertised services meet the PeerPolicy (Core's
+//!           desirable services by default) → pick_dials: not own, allow/deny, not banned,
 //!           not connected/dialing, one per netgroup; ≤ max_dials_in_flight
-//!             └─ dial with timeout → handshake → checkpoint 2 → run
+//!             └─ dial with timeout → handshake (version meets the PeerPolicy) →
+//!                checkpoint 2 → run
+//! addr-fetch (Server::addr_fetch, ServerConfig::seed_nodes): dial → handshake (policy) →
+//! getaddr → addresses to the source → hang up after the answer or addr_fetch_timeout
 //! persistent peers: one loop each: resolve (a host name, looked up every time) → dial each
 //! address in turn until one is admitted → run → backoff 1 s…5 min ±50% (reset after a
 //! connection that lasted) → resolve again, until shutdown
@@ -48,6 +54,7 @@
 //! [`shutdown_timeout`](ServerConfig::shutdown_timeout).
 
 mod accept;
+mod addr_fetch;
 pub mod addr_relay;
 mod addrman_source;
 mod anchors;
@@ -58,9 +65,11 @@ mod events;
 pub mod eviction;
 mod misbehaviour;
 mod outbound;
+pub mod policy;
 mod registry;
 mod relay;
 mod session;
+mod stats;
 mod target;
 
 use std::collections::hash_map::RandomState;
@@ -78,6 +87,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use addr_fetch::{AddrFetchError, AddrFetchOutcome, AddrFetchResult};
 pub use addrman_source::{addr_v2, AddrManSource};
 pub use ban::{BanEntry, BanFileError, BanList, BanScore};
 pub use config::{ConnectionKind, ManualTransport, ServerConfig};
@@ -87,10 +97,12 @@ pub use dial::{
 };
 pub use events::PeerEvent;
 pub use misbehaviour::misbehaviour_score;
+pub use policy::{PeerPolicy, PolicyContext, PolicyRefusal, ServiceRule, VersionCheck};
 pub use registry::{
     select_pending_to_drop, AdmissionRules, Established, Pending, PendingAdmission,
     PendingCandidate, PendingId, Refusal, Registry,
 };
+pub use stats::ServerStats;
 pub use target::{default_p2p_port, PeerTarget, PeerTargetError, MAX_HOST_NAME_LEN};
 
 use crate::netgroup::is_local;
@@ -143,6 +155,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// [`Server::accept_inbound`] was called on a server that is not running.
+    #[error("server not running")]
+    NotRunning,
+    /// [`Server::accept_inbound`]: the connection was refused at checkpoint 1 (and closed).
+    #[error("inbound connection refused: {0}")]
+    Refused(Refusal),
     /// Tasks were still running when the shutdown bound elapsed.
     #[error("{remaining} tasks still running after {after:?}")]
     ShutdownTimeout {
@@ -194,6 +212,10 @@ pub(crate) struct Inner<H> {
     /// Cached `getaddr` answers by requestor network and local socket (bounded; see
     /// [`AddrResponseCache`](addr_relay::AddrResponseCache)).
     pub(crate) addr_responses: Mutex<addr_relay::AddrResponseCache<relay::AddrCacheKey>>,
+    /// Server-wide counters ([`Server::stats`]).
+    pub(crate) counters: stats::Counters,
+    /// Callers of [`Server::addr_fetch`] waiting for the outcome, by address.
+    pub(crate) addr_fetch_waiters: Mutex<addr_fetch::Waiters>,
     lifecycle: Mutex<Lifecycle>,
 }
 
@@ -361,6 +383,8 @@ impl<H: PeerHandlers> Server<H> {
                 anchors: Mutex::new(Vec::new()),
                 relayed: Mutex::new(HashMap::new()),
                 addr_responses: Mutex::new(addr_relay::AddrResponseCache::new()),
+                counters: stats::Counters::default(),
+                addr_fetch_waiters: Mutex::new(addr_fetch::Waiters::new()),
                 lifecycle: Mutex::new(Lifecycle::New),
             }),
         }
@@ -647,6 +671,93 @@ impl<H: PeerHandlers> Server<H> {
             ManualTransport::V1Only => v1.insert(target),
             ManualTransport::V2First => v1.remove(&target),
         };
+    }
+
+    /// Serves a connection the caller accepted itself (an onion service, a proxied listener,
+    /// a test pipe) from `addr`, through the same checkpoints as the server's own listeners:
+    /// bans, allow/deny lists, the per-IP limit and the pending-handshake slots (checkpoint
+    /// 1, here, before returning), then the handshake with the [`PeerPolicy`], duplicates,
+    /// inbound limits and eviction (checkpoint 2, on the connection's task). `stream` is any
+    /// `AsyncRead + AsyncWrite` byte stream; a [`tokio::net::TcpStream`] also gives the peer
+    /// its local address. `addr` stands for the remote in every rule, in stats and in events.
+    ///
+    /// # Errors
+    /// [`ServerError::NotRunning`] before [`start`](Self::start) or once stopping;
+    /// [`ServerError::Refused`] with checkpoint 1's [`Refusal`] (also emitted as
+    /// [`PeerEvent::Refused`]). `stream` is dropped (closed) on error.
+    pub fn accept_inbound<S>(&self, stream: S, addr: SocketAddr) -> Result<(), ServerError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
+            || self.inner.cancel.is_cancelled()
+        {
+            return Err(ServerError::NotRunning);
+        }
+        accept::admit_inbound(&self.inner, Box::new(stream), addr).map_err(ServerError::Refused)?;
+        stats::Counters::bump(&self.inner.counters.external_inbound, 1);
+        Ok(())
+    }
+
+    /// Opens an addr-fetch connection to `addr` (Bitcoin Core's `ADDR_FETCH`, as for
+    /// `-seednode`): dial, handshake (held to [`PeerPolicy::outbound_services`] as Core's
+    /// `ExpectServicesFromConn`), send `getaddr`, give every `addr`/`addrv2` entry to the
+    /// address source, and disconnect once an answer with more than one address arrived or
+    /// after [`addr_fetch_timeout`](ServerConfig::addr_fetch_timeout) (300 s). The
+    /// connection takes no outbound slot and emits no `Connected` event.
+    ///
+    /// The work starts at once on a server task; the returned future only reports its end
+    /// (dropping it cancels nothing). Bounded by [`dial_timeout`](ServerConfig::dial_timeout)
+    /// + the handshake timeout + `addr_fetch_timeout`.
+    ///
+    /// # Errors
+    /// [`AddrFetchError::NotRunning`] (not started, or stopped before the end),
+    /// [`AddrFetchError::Busy`] (already connected or dialled, or our own address),
+    /// [`AddrFetchError::Refused`] (ban, allow/deny list, or the peer policy),
+    /// [`AddrFetchError::Dial`], [`AddrFetchError::Handshake`].
+    pub fn addr_fetch(
+        &self,
+        addr: SocketAddr,
+    ) -> impl std::future::Future<Output = AddrFetchResult> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
+            || self.inner.cancel.is_cancelled()
+        {
+            Err(AddrFetchError::NotRunning)
+        } else {
+            // Registered first: the connection may end before this function returns.
+            self.inner
+                .addr_fetch_waiters
+                .lock()
+                .expect("addr-fetch waiters lock")
+                .entry(addr)
+                .or_default()
+                .push(tx);
+            let started = outbound::start_addr_fetch(&self.inner, addr);
+            if started.is_err() {
+                // Ours is the last sender registered; a concurrent fetch keeps its own.
+                if let Some(list) = self
+                    .inner
+                    .addr_fetch_waiters
+                    .lock()
+                    .expect("addr-fetch waiters lock")
+                    .get_mut(&addr)
+                {
+                    list.pop();
+                }
+            }
+            started
+        };
+        async move {
+            started?;
+            rx.await.unwrap_or(Err(AddrFetchError::NotRunning))
+        }
+    }
+
+    /// Server-wide counters: policy refusals, candidates skipped for their services, inbound
+    /// connections handed in, addr-fetches.
+    pub fn stats(&self) -> ServerStats {
+        self.inner.counters.snapshot()
     }
 
     /// The bound listen addresses (with real ports when configured with port 0).

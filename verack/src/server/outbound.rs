@@ -64,7 +64,19 @@ fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: us
     if kind == ConnectionKind::BlockRelayOnly {
         candidates.append(&mut inner.anchors.lock().expect("anchors lock"));
     }
+    // Core's ThreadOpenConnections: skip addresses whose advertised services fail the policy
+    // (anchors included: they were full nodes, but their services may have changed).
     candidates.extend(inner.source.candidates(kind, want * 4 + 8));
+    let policy = &inner.config.policy;
+    let total = candidates.len();
+    candidates.retain(|&a| policy.candidate_ok(kind, inner.source.services_of(a)));
+    let skipped = total - candidates.len();
+    if skipped > 0 {
+        super::stats::Counters::bump(
+            &inner.counters.candidates_skipped_for_services,
+            skipped as u64,
+        );
+    }
     let own = inner.local_addrs.lock().expect("local addrs lock").clone();
     let picked = {
         let mut reg = inner.registry();
@@ -131,8 +143,18 @@ async fn dial_and_serve_as<H: PeerHandlers>(
                     Ok(Ok(stream)) => serve(inner.clone(), stream, addr, kind, manual, None)
                         .await
                         .unwrap_or(None),
-                    _ => {
+                    failed => {
                         inner.registry().end_dial(addr);
+                        if kind == ConnectionKind::AddrFetch {
+                            let error = match failed {
+                                Ok(Err(e)) => e,
+                                _ => std::io::ErrorKind::TimedOut.into(),
+                            };
+                            inner.finish_addr_fetch(
+                                addr,
+                                Err(super::AddrFetchError::Dial(Arc::new(error))),
+                            );
+                        }
                         None
                     }
                 }
@@ -140,13 +162,14 @@ async fn dial_and_serve_as<H: PeerHandlers>(
         },
         Err(e) => {
             inner.registry().end_dial(addr);
+            let error = Arc::new(e);
+            if kind == ConnectionKind::AddrFetch {
+                inner.finish_addr_fetch(addr, Err(super::AddrFetchError::Dial(error.clone())));
+            }
             if !inner.cancel.is_cancelled() {
-                tracing::debug!(%addr, error = %e, "dial failed");
+                tracing::debug!(%addr, %error, "dial failed");
                 inner.source.dial_failed(addr);
-                inner.emit(PeerEvent::DialFailed {
-                    addr,
-                    error: Arc::new(e),
-                });
+                inner.emit(PeerEvent::DialFailed { addr, error });
             }
             None
         }
@@ -370,11 +393,8 @@ pub(crate) async fn seed_node_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
             inner.registry().count_kind(ConnectionKind::FullRelay) < inner.config.target_full_relay;
         if scarce && (free || first) {
             for &seed in &inner.config.seed_nodes {
-                if inner.registry().begin_dial(seed, ConnectionKind::AddrFetch) {
-                    let inner2 = inner.clone();
-                    inner.tracker.spawn(async move {
-                        dial_and_serve(&inner2, seed, ConnectionKind::AddrFetch).await;
-                    });
+                if let Err(error) = start_addr_fetch(&inner, seed) {
+                    tracing::debug!(%seed, %error, "seed node not asked");
                 }
             }
         }
@@ -384,4 +404,39 @@ pub(crate) async fn seed_node_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
             _ = inner.cancel.cancelled() => return,
         }
     }
+}
+
+/// Starts an addr-fetch connection to `addr` (not own, permitted, not banned, not connected or
+/// being dialled); its end completes the waiters on `addr`.
+///
+/// # Errors
+/// [`AddrFetchError::Busy`](super::AddrFetchError::Busy) or
+/// [`AddrFetchError::Refused`](super::AddrFetchError::Refused); nothing is started then.
+pub(crate) fn start_addr_fetch<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    addr: SocketAddr,
+) -> Result<(), super::AddrFetchError> {
+    use super::{AddrFetchError, Refusal};
+    inner
+        .config
+        .admission
+        .permits(addr.ip())
+        .map_err(AddrFetchError::Refused)?;
+    if inner.is_banned(addr) && !inner.config.admission.is_trusted(addr.ip()) {
+        return Err(AddrFetchError::Refused(Refusal::Banned));
+    }
+    if inner
+        .local_addrs
+        .lock()
+        .expect("local addrs lock")
+        .contains(&addr)
+        || !inner.registry().begin_dial(addr, ConnectionKind::AddrFetch)
+    {
+        return Err(AddrFetchError::Busy);
+    }
+    let inner2 = inner.clone();
+    inner.tracker.spawn(async move {
+        dial_and_serve(&inner2, addr, ConnectionKind::AddrFetch).await;
+    });
+    Ok(())
 }

@@ -112,6 +112,10 @@ pub enum Refusal {
     /// The server is shutting down.
     #[error("server shutting down")]
     ShuttingDown,
+    /// The [`PeerPolicy`](super::PeerPolicy) refused the remote's `version` (checked in the
+    /// handshake, so the peer never held a slot).
+    #[error("peer policy: {0}")]
+    Policy(super::PolicyRefusal),
 }
 
 /// An established connection's bookkeeping; `T` is what the server keeps with it (its handle).

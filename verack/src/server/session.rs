@@ -12,7 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::netgroup::is_local;
 use bitcoin::p2p::ServiceFlags;
 
-use crate::peer::{BoxError, Direction, Peer, PeerId, TransportKind};
+use bitcoin::p2p::message::NetworkMessage;
+use bitcoin::p2p::message_network::VersionMessage;
+
+use crate::peer::{Direction, HandshakeError, Peer, PeerId, TransportKind};
+
+use super::addr_fetch::{AddrFetchError, AddrFetchHandler, FetchState};
+use super::policy::{PolicyContext, PolicyRefusal};
+use super::stats::Counters;
 
 use super::dial::BoxedConnection;
 use super::eviction::{select_node_to_evict, EvictionCandidate, EvictionNetwork};
@@ -109,8 +116,27 @@ pub(crate) async fn serve<H: PeerHandlers>(
     // task's future (sized for its largest state) for the peer's whole life.
     // An inbound handshake also ends when its pending slot is dropped to make room.
     let cancel = slot.as_ref().map_or(&inner.cancel, PendingSlot::cancel);
-    let handshake = Box::pin(peer.handshake(cancel, |_| Ok::<(), BoxError>(()))).await;
+    // The peer policy sees the remote `version` inside the handshake, before admission: a
+    // refused peer never holds a slot, is never marked good and evicts nobody.
+    let ctx = PolicyContext {
+        addr,
+        direction,
+        kind,
+        trusted: inner.config.admission.is_trusted(addr.ip()),
+    };
+    let mut offered: Option<ServiceFlags> = None;
+    let policy = &inner.config.policy;
+    let handshake = Box::pin(peer.handshake(cancel, |version: &VersionMessage| {
+        offered = Some(version.services);
+        policy.check(&ctx, version)
+    }))
+    .await;
     drop(slot);
+    if let (Direction::Outbound, Some(services)) = (direction, offered) {
+        // Core's SetServices: the services in an outbound peer's version replace the
+        // advertised ones, so the candidate filter sees what the peer really offers.
+        inner.source.set_services(addr, services);
+    }
     let peer = match handshake {
         Ok(peer) => peer,
         Err(error) if error.retry_v1() && direction == Direction::Outbound => {
@@ -118,16 +144,44 @@ pub(crate) async fn serve<H: PeerHandlers>(
             tracing::debug!(%addr, %error, "v2 refused; re-dialling over v1");
             return Err(RetryV1);
         }
+        Err(HandshakeError::Refused(error)) if error.is::<PolicyRefusal>() => {
+            if direction == Direction::Outbound {
+                inner.registry().end_dial(addr);
+            }
+            let refusal = match error.downcast::<PolicyRefusal>() {
+                Ok(refusal) => *refusal,
+                Err(_) => unreachable!("checked by the guard"),
+            };
+            Counters::bump(&inner.counters.policy_refusals, 1);
+            if direction == Direction::Inbound {
+                Counters::bump(&inner.counters.policy_refusals_inbound, 1);
+            }
+            tracing::debug!(%addr, ?kind, %refusal, "refused by the peer policy");
+            let refusal = super::Refusal::Policy(refusal);
+            if kind == ConnectionKind::AddrFetch {
+                inner.finish_addr_fetch(addr, Err(AddrFetchError::Refused(refusal.clone())));
+            }
+            inner.emit(PeerEvent::Refused {
+                addr,
+                direction,
+                refusal,
+            });
+            return Ok(None);
+        }
         Err(error) => {
             if direction == Direction::Outbound {
                 inner.registry().end_dial(addr);
+            }
+            let error = Arc::new(error);
+            if kind == ConnectionKind::AddrFetch {
+                inner.finish_addr_fetch(addr, Err(AddrFetchError::Handshake(error.clone())));
             }
             if !inner.cancel.is_cancelled() {
                 tracing::debug!(%addr, %error, "handshake failed");
                 inner.emit(PeerEvent::HandshakeFailed {
                     addr,
                     direction,
-                    error: Arc::new(error),
+                    error,
                 });
             }
             return Ok(None);
@@ -143,21 +197,23 @@ pub(crate) async fn serve<H: PeerHandlers>(
     if kind == ConnectionKind::AddrFetch {
         inner.registry().end_dial(addr);
         let handle = peer.handle();
-        if handle
-            .send(bitcoin::p2p::message::NetworkMessage::GetAddr)
-            .is_ok()
-        {
-            let fetch = AddrFetch {
+        let state = Arc::new(FetchState::default());
+        if handle.send(NetworkMessage::GetAddr).is_ok() {
+            Counters::bump(&inner.counters.addr_fetches, 1);
+            let fetch = AddrFetchHandler {
                 inner: inner.clone(),
                 seed: addr,
+                state: state.clone(),
             };
             // Dropping the run on timeout closes the connection and ends its tasks.
             let _ = Box::pin(tokio::time::timeout(
-                ADDR_FETCH_TIMEOUT,
+                inner.config.addr_fetch_timeout,
                 peer.run(fetch, inner.cancel.child_token()),
             ))
             .await;
         }
+        tracing::debug!(%addr, outcome = ?state.outcome(), "addr-fetch done");
+        inner.finish_addr_fetch(addr, Ok(state.outcome()));
         return Ok(None);
     }
     let handle = peer.handle();
@@ -236,35 +292,6 @@ pub(crate) async fn serve<H: PeerHandlers>(
     });
     inner.wake_outbound.notify_one();
     Ok(Some(connected_for))
-}
-
-/// How long an addr-fetch connection waits for the addresses.
-const ADDR_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// An addr-fetch connection's handler: store the first address message, then hang up.
-struct AddrFetch<H> {
-    inner: Arc<Inner<H>>,
-    seed: SocketAddr,
-}
-
-impl<H: PeerHandlers> crate::peer::MessageHandler for AddrFetch<H> {
-    async fn on_message(
-        &mut self,
-        peer: &crate::peer::PeerHandle,
-        message: bitcoin::p2p::message::NetworkMessage,
-    ) {
-        use bitcoin::p2p::message::NetworkMessage;
-        let list = match message {
-            NetworkMessage::AddrV2(list) => list,
-            NetworkMessage::Addr(list) => super::relay::to_v2(list),
-            _ => return,
-        };
-        // A lone address is usually the seed announcing itself; wait for the getaddr answer.
-        self.inner.source.add(&list, self.seed);
-        if list.len() > 1 {
-            peer.disconnect();
-        }
-    }
 }
 
 /// Builds Core's eviction candidates from the inbound peers and picks one.
