@@ -1,5 +1,10 @@
 //! Listens, keeps 8 outbound full-relay peers from a fixed list, and prints peer events until
-//! Ctrl-C.
+//! Ctrl-C; then prints the server's counters.
+//!
+//! The peer policy in use: outbound full-relay peers must offer Core's desirable services
+//! (`NODE_NETWORK` or `NODE_NETWORK_LIMITED`, plus `NODE_WITNESS`; `--any-services` drops the
+//! rule), and a version check refuses peers below `--min-version` in either direction. A
+//! refused peer shows as `Refused { refusal: Policy(..) }` and takes no slot.
 //!
 //! ```text
 //! cargo run --release --example server -- --network regtest --listen 127.0.0.1:18445 \
@@ -13,7 +18,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use verack::peer::{IgnoreMessages, PeerConfig, PeerHandle};
 use verack::server::{
-    default_p2p_port, ConnectionKind, FixedAddresses, PeerEvent, PeerTarget, Server, ServerConfig,
+    default_p2p_port, ConnectionKind, FixedAddresses, PeerEvent, PeerPolicy, PeerTarget,
+    PolicyContext, Server, ServerConfig, ServiceRule,
 };
 
 #[derive(Parser)]
@@ -32,6 +38,12 @@ struct Args {
     /// HOST:PORT (host names looked up at each connection; the network's port by default).
     #[arg(long)]
     addnode: Vec<String>,
+    /// Refuse peers whose `version` is below this protocol version.
+    #[arg(long, default_value_t = 70016)]
+    min_version: u32,
+    /// Take outbound peers whatever services they offer (not Core's desirable ones).
+    #[arg(long)]
+    any_services: bool,
 }
 
 #[tokio::main]
@@ -50,6 +62,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     config.target_full_relay = 8;
     config.target_block_relay = 0;
+    let min_version = args.min_version;
+    config.policy = PeerPolicy::with_check(move |ctx: &PolicyContext, version| {
+        if version.version < min_version {
+            return Err(format!(
+                "protocol version {} below {min_version} ({:?} {})",
+                version.version, ctx.kind, ctx.addr
+            ));
+        }
+        Ok(())
+    });
+    if args.any_services {
+        config.policy.outbound_services = ServiceRule::Any;
+    }
     let server = Server::new(config, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
         .with_address_source(FixedAddresses::new(args.peer));
     let mut events = server.subscribe();
@@ -78,6 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     shutdown.cancel();
     server.stopped().await?;
+    println!("{:?}", server.stats());
     println!("stopped");
     Ok(())
 }
