@@ -16,6 +16,7 @@
 //! | `verack_bytes_total` | counter (bytes) | `command` (P2P command), `direction` = `sent`\|`received` |
 //! | `verack_messages_total` | counter | `direction` = `sent`\|`received` |
 //! | `verack_handshake_failures_total` | counter | `kind` (see [`Metrics::handshake_failed`]) |
+//! | `verack_policy_refusals_total` | counter | — (peers refused by the server's peer policy, [`Metrics::policy_refused`]) |
 //! | `verack_bans` | gauge | — |
 //! | `verack_header_height` | gauge | — |
 //! | `verack_best_known_height` | gauge | — |
@@ -173,6 +174,7 @@ pub trait MetricsSource: Send + Sync + 'static {
 pub struct Metrics {
     registry: Registry,
     handshake_failures: Family<[(&'static str, String); 1], Counter>,
+    policy_refusals: Counter,
     ping_rtt: Histogram,
     totals: Arc<Mutex<Totals>>,
 }
@@ -211,6 +213,13 @@ impl Metrics {
             handshake_failures.clone(),
         );
 
+        let policy_refusals = Counter::default();
+        registry.register(
+            "policy_refusals",
+            "Peers refused by the server's peer policy after their version",
+            policy_refusals.clone(),
+        );
+
         let ping_rtt = Histogram::new(PING_BUCKETS_SECONDS);
         registry.register_with_unit(
             "ping_rtt",
@@ -228,6 +237,7 @@ impl Metrics {
         Metrics {
             registry: root,
             handshake_failures,
+            policy_refusals,
             ping_rtt,
             totals,
         }
@@ -245,6 +255,13 @@ impl Metrics {
         self.handshake_failures
             .get_or_create(&[("kind", kind)])
             .inc();
+    }
+
+    /// Counts one peer refused by the server's peer policy in
+    /// `verack_policy_refusals_total` (a `PeerEvent::Refused` whose refusal is
+    /// `Refusal::Policy`; such a peer never counts as connected).
+    pub fn policy_refused(&self) {
+        self.policy_refusals.inc();
     }
 
     /// Records one ping round trip in the `verack_ping_rtt_seconds` histogram
@@ -923,6 +940,7 @@ mod tests {
         metrics.handshake_failed("timeout");
         metrics.handshake_failed("timeout");
         metrics.handshake_failed("Weird Kind!");
+        metrics.policy_refused();
         metrics.observe_ping(Duration::from_millis(42));
 
         let text = metrics.render();
@@ -931,6 +949,7 @@ mod tests {
             "verack_bytes",
             "verack_messages",
             "verack_handshake_failures",
+            "verack_policy_refusals",
             "verack_bans",
             "verack_header_height",
             "verack_headers_accepted",
@@ -980,6 +999,7 @@ mod tests {
             value(&text, r#"verack_handshake_failures_total{kind="timeout"}"#),
             2.0
         );
+        assert_eq!(value(&text, "verack_policy_refusals_total"), 1.0);
         assert_eq!(
             value(&text, r#"verack_handshake_failures_total{kind="other"}"#),
             1.0
