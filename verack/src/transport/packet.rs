@@ -46,8 +46,9 @@ impl PacketDecoder {
     ///
     /// # Errors
     /// [`V2Error::PacketTooLarge`] and [`V2Error::Decryption`] (fatal: the stream cannot be
-    /// resynchronised), and the errors of [`decode_contents`] (after which the packet has been
-    /// consumed and the next one can be decoded unless the error is fatal).
+    /// resynchronised), and the errors of [`decode_contents`](super::decode_contents) (after
+    /// which the packet has been consumed and the next one can be decoded unless the error is
+    /// fatal).
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         self.decode_raw(src)?.map(RawRead::into_frame).transpose()
     }
