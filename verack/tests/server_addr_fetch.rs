@@ -1,6 +1,6 @@
 //! Addr-fetch connections in the library (Core's `ADDR_FETCH`, `-seednode`): connect, send
 //! `getaddr`, give the answer to the address manager, disconnect after it or a timeout; over
-//! loopback TCP with library peers, no node binary.
+//! loopback TCP with library peers, no node binary; host names through the dialer's resolver.
 
 mod common;
 
@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use verack::addrman::{AddrMan, AddrManConfig};
 use verack::peer::{MessageHandler, Peer, PeerConfig, PeerHandle};
 use verack::server::{
-    AddrFetchError, AddrManSource, PeerEvent, PolicyRefusal, Refusal, Server, ServerConfig,
+    AddrFetchError, AddrManSource, DialFuture, Dialer, PeerEvent, PeerTarget, PolicyRefusal,
+    Refusal, ResolveFuture, Server, ServerConfig, TcpDialer,
 };
 
 /// How the remote answers `getaddr`.
@@ -210,13 +211,15 @@ async fn addr_fetch_errors_are_typed() {
     // Nothing listens on port 1.
     let dead = timeout(
         Duration::from_secs(20),
-        server.addr_fetch("127.0.0.1:1".parse().unwrap()),
+        server.addr_fetch("127.0.0.1:1".parse::<SocketAddr>().unwrap()),
     )
     .await
     .unwrap();
     assert!(matches!(dead, Err(AddrFetchError::Dial(_))), "{dead:?}");
     // Deny list, before any dial.
-    let denied = server.addr_fetch("127.0.9.1:8333".parse().unwrap()).await;
+    let denied = server
+        .addr_fetch("127.0.9.1:8333".parse::<SocketAddr>().unwrap())
+        .await;
     assert!(
         matches!(denied, Err(AddrFetchError::Refused(Refusal::Denied))),
         "{denied:?}"
@@ -235,6 +238,60 @@ async fn seed_nodes_are_fetched_from_at_start() {
     wait_until("the seed node's answer is stored", || known(&source) == 5).await;
     assert_eq!(getaddrs.load(Ordering::SeqCst), 1);
     assert_eq!(server.stats().addr_fetches, 1);
+    shutdown.cancel();
+    server.stopped().await.unwrap();
+}
+
+/// TCP dialling; names resolve as the map says (no system resolver, no DNS traffic).
+struct Names(std::collections::HashMap<String, Vec<SocketAddr>>);
+
+impl Dialer for Names {
+    fn dial(&self, addr: SocketAddr) -> DialFuture {
+        TcpDialer.dial(addr)
+    }
+    fn resolve(&self, host: &str, _port: u16) -> ResolveFuture {
+        let found = self.0.get(host).cloned().unwrap_or_default();
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_is_looked_up_and_its_addresses_tried_in_order() {
+    let good = ServiceFlags::NETWORK | ServiceFlags::WITNESS;
+    let (at, getaddrs, _) = remote(good, Answer::Addresses(2)).await;
+    let dead: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let names = Names(std::collections::HashMap::from([
+        ("seed.test".to_string(), vec![dead, at]),
+        ("empty.test".to_string(), vec![]),
+    ]));
+    let (server, source) = server(|_| {});
+    let server = server.with_dialer(names);
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let outcome = timeout(
+        Duration::from_secs(20),
+        server.addr_fetch(PeerTarget::Name {
+            host: "seed.test".into(),
+            port: at.port(),
+        }),
+    )
+    .await
+    .unwrap()
+    .expect("the second address answers");
+    assert_eq!(outcome.addresses, 2);
+    assert!(outcome.answered);
+    assert_eq!(getaddrs.load(Ordering::SeqCst), 1);
+    assert_eq!(known(&source), 2);
+    let empty = server
+        .addr_fetch(PeerTarget::Name {
+            host: "empty.test".into(),
+            port: 8333,
+        })
+        .await;
+    assert!(
+        matches!(&empty, Err(AddrFetchError::Resolve(e)) if e.kind() == std::io::ErrorKind::NotFound),
+        "{empty:?}"
+    );
     shutdown.cancel();
     server.stopped().await.unwrap();
 }

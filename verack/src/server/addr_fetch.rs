@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::peer::{HandshakeError, MessageHandler, PeerHandle};
 
 use super::stats::Counters;
-use super::{Inner, PeerHandlers, Refusal};
+use super::{Inner, PeerHandlers, PeerTarget, Refusal};
 
 /// How an addr-fetch connection ended after its handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,12 @@ pub enum AddrFetchError {
     /// The server is not running (before `start`, or stopping).
     #[error("server not running")]
     NotRunning,
+    /// A host name target could not be looked up, or has no address
+    /// ([`NotFound`](std::io::ErrorKind::NotFound)); a lookup slower than
+    /// [`dial_timeout`](super::ServerConfig::dial_timeout) is
+    /// [`TimedOut`](std::io::ErrorKind::TimedOut).
+    #[error("host name lookup failed: {0}")]
+    Resolve(Arc<std::io::Error>),
     /// The address is already connected or being dialled.
     #[error("already connected or being dialled")]
     Busy,
@@ -76,6 +82,95 @@ impl<H> Inner<H> {
             let _ = tx.send(result.clone());
         }
     }
+}
+
+/// Starts an addr-fetch to `target` (the server is running); the receiver gets its end.
+pub(crate) fn start<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    target: PeerTarget,
+) -> oneshot::Receiver<AddrFetchResult> {
+    let (tx, rx) = oneshot::channel();
+    match target {
+        PeerTarget::Addr(addr) => {
+            if let Err(error) = start_addr(inner, addr, tx) {
+                tracing::debug!(%addr, %error, "addr-fetch not started");
+            }
+        }
+        PeerTarget::Name { host, port } => {
+            let inner2 = inner.clone();
+            inner.tracker.spawn(async move {
+                let result = fetch_name(&inner2, &host, port).await;
+                let _ = tx.send(result);
+            });
+        }
+    }
+    rx
+}
+
+/// Registers `tx` as a waiter on `addr` and starts the connection; on error `tx` gets it.
+fn start_addr<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    addr: SocketAddr,
+    tx: oneshot::Sender<AddrFetchResult>,
+) -> Result<(), AddrFetchError> {
+    // Registered first, under the lock (held while starting, so no other waiter slips in
+    // between): the connection may end before this function returns. Lock order: waiters,
+    // then registry.
+    let mut waiters = inner
+        .addr_fetch_waiters
+        .lock()
+        .expect("addr-fetch waiters lock");
+    let list = waiters.entry(addr).or_default();
+    list.push(tx);
+    let started = super::outbound::start_addr_fetch(inner, addr);
+    if let Err(error) = &started {
+        // Ours is the last one; a fetch already under way keeps its own waiters.
+        if let Some(tx) = list.pop() {
+            let _ = tx.send(Err(error.clone()));
+        }
+        if list.is_empty() {
+            waiters.remove(&addr);
+        }
+    }
+    started
+}
+
+/// Looks `host` up and addr-fetches its addresses in turn until one completes a handshake.
+async fn fetch_name<H: PeerHandlers>(
+    inner: &Arc<Inner<H>>,
+    host: &str,
+    port: u16,
+) -> AddrFetchResult {
+    let timed_out =
+        || std::io::Error::new(std::io::ErrorKind::TimedOut, "host name lookup timed out");
+    let looked_up = tokio::select! {
+        r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.resolve(host, port)) => {
+            r.unwrap_or_else(|_| Err(timed_out()))
+        }
+        _ = inner.cancel.cancelled() => return Err(AddrFetchError::NotRunning),
+    };
+    let addrs = match looked_up {
+        Ok(addrs) if addrs.is_empty() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        )),
+        other => other,
+    }
+    .map_err(|e| AddrFetchError::Resolve(Arc::new(e)))?;
+    let mut last = Err(AddrFetchError::NotRunning);
+    for addr in addrs {
+        if inner.cancel.is_cancelled() {
+            return Err(AddrFetchError::NotRunning);
+        }
+        let (tx, rx) = oneshot::channel();
+        // On error `tx` already carries it.
+        let _ = start_addr(inner, addr, tx);
+        last = rx.await.unwrap_or(Err(AddrFetchError::NotRunning));
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
 }
 
 /// What the handler saw, shared with the task that awaits the run.

@@ -699,58 +699,41 @@ impl<H: PeerHandlers> Server<H> {
         Ok(())
     }
 
-    /// Opens an addr-fetch connection to `addr` (Bitcoin Core's `ADDR_FETCH`, as for
-    /// `-seednode`): dial, handshake (held to [`PeerPolicy::outbound_services`] as Core's
-    /// `ExpectServicesFromConn`), send `getaddr`, give every `addr`/`addrv2` entry to the
-    /// address source, and disconnect once an answer with more than one address arrived or
-    /// after [`addr_fetch_timeout`](ServerConfig::addr_fetch_timeout) (300 s). The
-    /// connection takes no outbound slot and emits no `Connected` event.
+    /// Opens an addr-fetch connection to `target` (Bitcoin Core's `ADDR_FETCH`, as for
+    /// `-seednode`, or a DNS seed that answered nothing): dial, handshake (held to
+    /// [`PeerPolicy::outbound_services`] as Core's `ExpectServicesFromConn`), send `getaddr`,
+    /// give every `addr`/`addrv2` entry to the address source, and disconnect once an answer
+    /// with more than one address arrived or after
+    /// [`addr_fetch_timeout`](ServerConfig::addr_fetch_timeout) (300 s). The connection
+    /// takes no outbound slot and emits no `Connected` event.
+    ///
+    /// `target` is a [`SocketAddr`] or a [`PeerTarget`]; a host name is looked up with
+    /// [`Dialer::resolve`] (bounded by [`dial_timeout`](ServerConfig::dial_timeout)) and its
+    /// addresses tried in order until one completes a handshake.
     ///
     /// The work starts at once on a server task; the returned future only reports its end
-    /// (dropping it cancels nothing). Bounded by [`dial_timeout`](ServerConfig::dial_timeout)
-    /// + the handshake timeout + `addr_fetch_timeout`.
+    /// (dropping it cancels nothing). Per address it is bounded by `dial_timeout` + the
+    /// handshake timeout + `addr_fetch_timeout`.
     ///
     /// # Errors
     /// [`AddrFetchError::NotRunning`] (not started, or stopped before the end),
+    /// [`AddrFetchError::Resolve`] (a name that could not be looked up or has no address),
     /// [`AddrFetchError::Busy`] (already connected or dialled, or our own address),
     /// [`AddrFetchError::Refused`] (ban, allow/deny list, or the peer policy),
-    /// [`AddrFetchError::Dial`], [`AddrFetchError::Handshake`].
+    /// [`AddrFetchError::Dial`], [`AddrFetchError::Handshake`]; for a name, the last
+    /// address's error.
     pub fn addr_fetch(
         &self,
-        addr: SocketAddr,
+        target: impl Into<PeerTarget>,
     ) -> impl std::future::Future<Output = AddrFetchResult> + Send + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let started = if *self.inner.lifecycle.lock().expect("lifecycle lock") != Lifecycle::Running
-            || self.inner.cancel.is_cancelled()
-        {
-            Err(AddrFetchError::NotRunning)
-        } else {
-            // Registered first: the connection may end before this function returns.
-            self.inner
-                .addr_fetch_waiters
-                .lock()
-                .expect("addr-fetch waiters lock")
-                .entry(addr)
-                .or_default()
-                .push(tx);
-            let started = outbound::start_addr_fetch(&self.inner, addr);
-            if started.is_err() {
-                // Ours is the last sender registered; a concurrent fetch keeps its own.
-                if let Some(list) = self
-                    .inner
-                    .addr_fetch_waiters
-                    .lock()
-                    .expect("addr-fetch waiters lock")
-                    .get_mut(&addr)
-                {
-                    list.pop();
-                }
-            }
-            started
-        };
+        let running = *self.inner.lifecycle.lock().expect("lifecycle lock") == Lifecycle::Running
+            && !self.inner.cancel.is_cancelled();
+        let started = running.then(|| addr_fetch::start(&self.inner, target.into()));
         async move {
-            started?;
-            rx.await.unwrap_or(Err(AddrFetchError::NotRunning))
+            match started {
+                Some(rx) => rx.await.unwrap_or(Err(AddrFetchError::NotRunning)),
+                None => Err(AddrFetchError::NotRunning),
+            }
         }
     }
 
