@@ -54,7 +54,9 @@ pub enum PeerEvent {
         /// The typed error.
         error: Arc<HandshakeError>,
     },
-    /// A connection was refused by an admission checkpoint (before or after the handshake).
+    /// A connection was refused by an admission checkpoint (before or after the handshake),
+    /// or by the [`PeerPolicy`](super::PeerPolicy) at the remote's `version`
+    /// ([`Refusal::Policy`]); a refused connection never held a slot.
     Refused {
         /// The remote address.
         addr: SocketAddr,

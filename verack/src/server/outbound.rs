@@ -297,6 +297,16 @@ pub(crate) async fn feeler_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, mean: Dur
         let Some(candidate) = inner.source.feeler_candidate() else {
             continue;
         };
+        // Core's ThreadOpenConnections: feelers only to addresses that may have a useful
+        // address database.
+        if !inner
+            .config
+            .policy
+            .feeler_candidate_ok(inner.source.services_of(candidate))
+        {
+            super::stats::Counters::bump(&inner.counters.candidates_skipped_for_services, 1);
+            continue;
+        }
         let own = inner.local_addrs.lock().expect("local addrs lock").clone();
         let ok = {
             let mut reg = inner.registry();

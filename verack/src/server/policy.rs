@@ -205,6 +205,19 @@ impl PeerPolicy {
         services.has(self.required_services)
     }
 
+    /// Whether an address advertising `services` is worth a feeler: Core's
+    /// `MayHaveUsefulAddressDB` (`NODE_NETWORK` or `NODE_NETWORK_LIMITED`) while
+    /// [`outbound_services`](Self::outbound_services) is not [`ServiceRule::Any`]. Unknown
+    /// services pass.
+    pub fn feeler_candidate_ok(&self, services: Option<ServiceFlags>) -> bool {
+        match services {
+            Some(s) if self.outbound_services != ServiceRule::Any => {
+                s.has(ServiceFlags::NETWORK) || s.has(ServiceFlags::NETWORK_LIMITED)
+            }
+            _ => true,
+        }
+    }
+
     /// The policy's verdict on a remote `version` for the connection `ctx`: required
     /// services, then the outbound rule (for the kinds it covers), then the callback.
     /// Feelers always pass.
@@ -387,5 +400,11 @@ mod tests {
         assert!(!policy.candidate_ok(ConnectionKind::BlockRelayOnly, Some(N)));
         assert!(policy.candidate_ok(ConnectionKind::Manual, Some(ServiceFlags::NONE)));
         assert!(PeerPolicy::accept_all().candidate_ok(full, Some(ServiceFlags::NONE)));
+        // Feelers: Core's MayHaveUsefulAddressDB.
+        assert!(policy.feeler_candidate_ok(None));
+        assert!(policy.feeler_candidate_ok(Some(L)));
+        assert!(policy.feeler_candidate_ok(Some(N)));
+        assert!(!policy.feeler_candidate_ok(Some(W | ServiceFlags::P2P_V2)));
+        assert!(PeerPolicy::accept_all().feeler_candidate_ok(Some(ServiceFlags::NONE)));
     }
 }
