@@ -5,12 +5,10 @@
 //! 60 s. What is planned is published in a [`DiscoveryStatus`] for the "nobody reachable"
 //! report.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bitcoin::p2p::address::AddrV2Message;
-use bitcoin::p2p::ServiceFlags;
 use bitcoin::Network;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +22,19 @@ use crate::human;
 /// How long one DNS seed lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Opens an addr-fetch connection to a host name and port (the node passes
+/// [`Server::addr_fetch`](verack::server::Server::addr_fetch)); it runs on its own, its answers
+/// go to the address manager.
+pub type AddrFetch = Arc<dyn Fn(String, u16) + Send + Sync>;
+
 /// How DNS seeds are asked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SeedLookup {
-    /// Looked up with the system resolver.
-    System,
+    /// The service-filtered name (`x9.<seed>`) looked up with the system resolver, as Core's
+    /// `ThreadDNSAddressSeed` ([`verack::discovery::query_dns_seed`]); a seed whose filtered
+    /// name gives nothing gets an addr-fetch connection to its plain name, as Core's
+    /// `AddAddrFetch(seed)`.
+    System(AddrFetch),
     /// Through the SOCKS5 proxy, as Core with `-proxy`: an addr-fetch connection to each
     /// seed's name (resolved by the proxy), [`verack::proxy::seed::fetch_addresses`].
     Proxy(Arc<verack::proxy::Socks5Dialer>),
@@ -216,7 +222,7 @@ async fn query_seeds(
     network: Network,
 ) -> usize {
     match lookup {
-        SeedLookup::System => query_dns_seeds(addrman, seeds, port).await,
+        SeedLookup::System(addr_fetch) => query_dns_seeds(addrman, seeds, port, addr_fetch).await,
         SeedLookup::Proxy(dialer) => {
             query_seeds_via_proxy(addrman, seeds, port, dialer, network).await
         }
@@ -269,43 +275,45 @@ async fn query_seeds_via_proxy(
     total
 }
 
-/// Asks every seed at once (each lookup bounded by [`LOOKUP_TIMEOUT`]) and adds the answers
-/// to the address manager; returns how many were new.
-async fn query_dns_seeds(addrman: &AddrManSource, seeds: &[&'static str], port: u16) -> usize {
+/// Asks every seed at once (each lookup bounded by [`LOOKUP_TIMEOUT`]) for its `x9` name and
+/// adds the answers (at most 32 a seed, aged 3–7 days) to the address manager; a seed that
+/// gives nothing gets an addr-fetch connection by name. Returns how many addresses were new.
+async fn query_dns_seeds(
+    addrman: &AddrManSource,
+    seeds: &[&'static str],
+    port: u16,
+    addr_fetch: &AddrFetch,
+) -> usize {
     let mut lookups = tokio::task::JoinSet::new();
     for &seed in seeds {
         lookups.spawn(async move {
-            let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((seed, port)))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
-                .and_then(|r| r);
-            (seed, found.map(|addrs| addrs.collect::<Vec<SocketAddr>>()))
+            verack::discovery::query_dns_seed(
+                seed,
+                port,
+                unix_now(),
+                |host| verack::discovery::system_lookup(host, LOOKUP_TIMEOUT),
+                rand::random::<f64>,
+            )
+            .await
         });
     }
     let now = unix_now();
     let mut total = 0;
     while let Some(joined) = lookups.join_next().await {
-        let Ok((seed, found)) = joined else { continue };
-        let found = match found {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::debug!(seed, error = %e, "DNS seed lookup failed");
-                continue;
-            }
-        };
-        let Some(first) = found.first() else { continue };
-        // Core gives seed results a random age of 3-7 days, so they rank below live gossip.
-        let entries: Vec<AddrV2Message> = found
-            .iter()
-            .map(|a| AddrV2Message {
-                time: now.saturating_sub(3 * 86_400 + rand::random::<u64>() % (4 * 86_400)) as u32,
-                services: ServiceFlags::NETWORK | ServiceFlags::WITNESS,
-                addr: addr_v2(a.ip()),
-                port: a.port(),
-            })
-            .collect();
-        let added = addrman.lock().add(&entries, &addr_v2(first.ip()), 0, now);
-        tracing::debug!(seed, found = found.len(), added, "DNS seed answered");
+        let Ok(query) = joined else { continue };
+        if query.addr_fetch() {
+            tracing::debug!(
+                seed = %query.seed,
+                host = %query.host,
+                error = ?query.error,
+                "DNS seed gave no address for its service-filtered name; asking its node (addr-fetch)"
+            );
+            addr_fetch(query.seed.clone(), port);
+            continue;
+        }
+        let source = query.entries[0].addr.clone();
+        let added = addrman.lock().add(&query.entries, &source, 0, now);
+        tracing::debug!(seed = %query.seed, host = %query.host, found = query.entries.len(), added, "DNS seed answered");
         total += added;
     }
     total

@@ -1,6 +1,7 @@
 //! `verack`: a Bitcoin node that keeps a healthy peer set, syncs, validates and serves block
 //! headers, and reports on itself over a Bitcoin-Core-compatible JSON-RPC.
 
+mod datadir_lock;
 mod discovery;
 mod human;
 mod logging;
@@ -61,6 +62,8 @@ enum NodeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] datadir_lock::LockError),
     #[error("cannot write the RPC cookie {path}: {source}")]
     Cookie {
         path: std::path::PathBuf,
@@ -130,6 +133,8 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         source,
     })?;
     probe_writable(dir)?;
+    // One node per data directory, as Core's .lock; held until the node exits.
+    let _lock = datadir_lock::DatadirLock::acquire(dir)?;
     // A custom signet (--signetchallenge): its own magic (BIP325), minimum chain work 0.
     let mut params = match &settings.signet_challenge {
         Some(challenge) => ChainParams::custom_signet(challenge),
@@ -337,7 +342,26 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
                 }
                 discovery::SeedLookup::Proxy(Arc::new(proxy_dialer(&settings, proxy)))
             }
-            None => discovery::SeedLookup::System,
+            None => {
+                let weak = Arc::downgrade(&server);
+                discovery::SeedLookup::System(Arc::new(move |host, port| {
+                    let Some(server) = weak.upgrade() else { return };
+                    let fetch = server.addr_fetch(verack::server::PeerTarget::Name {
+                        host: host.clone(),
+                        port,
+                    });
+                    tokio::spawn(async move {
+                        match fetch.await {
+                            Ok(outcome) => {
+                                tracing::debug!(seed = %host, addresses = outcome.addresses, "addr-fetch to DNS seed done")
+                            }
+                            Err(e) => {
+                                tracing::debug!(seed = %host, error = %e, "addr-fetch to DNS seed failed")
+                            }
+                        }
+                    });
+                }))
+            }
         };
         tokio::spawn(discovery::run(
             addrman.clone(),

@@ -91,7 +91,8 @@ pub fn handshake_kind(error: &HandshakeError) -> &'static str {
     }
 }
 
-/// Records handshake failures from the server's events until the channel closes.
+/// Records handshake failures and peer-policy refusals from the server's events until the
+/// channel closes.
 pub async fn follow_events(
     mut events: tokio::sync::broadcast::Receiver<PeerEvent>,
     metrics: Arc<Metrics>,
@@ -101,6 +102,10 @@ pub async fn follow_events(
             Ok(PeerEvent::HandshakeFailed { error, .. }) => {
                 metrics.handshake_failed(handshake_kind(&error))
             }
+            Ok(PeerEvent::Refused {
+                refusal: verack::server::Refusal::Policy(_),
+                ..
+            }) => metrics.policy_refused(),
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "metrics missed server events");
