@@ -63,6 +63,26 @@
 //! order, as the first messages once the peer runs (dcrd's rule for old peers that send
 //! `getheaders` early); a fourth fails with [`HandshakeError::NotVerack`].
 //!
+//! # Sending and "sent" notification
+//! Every [`PeerHandle`] send queues its frame(s) before it returns, so calls made in order are
+//! written in order. Each send path has a variant handing back a [`Sent`] future that resolves
+//! once the frame(s) were written to the stream, or with the [`SendError`] saying why they
+//! never will be (btcd's done channel): [`PeerHandle::send_and_wait`] and the `*_notify`
+//! methods ([`PeerHandle::send_notify`], [`PeerHandle::send_all_notify`],
+//! [`PeerHandle::queue_inventory_notify`], the `push_*_notify` helpers and
+//! [`PeerHandle::send_raw_notify`]).
+//!
+//! # Raw frames
+//! [`MessageHooks::frame_read`] sees every frame read as a [`RawFrame`]: command, payload as
+//! [`bytes::Bytes`] sharing the read buffer, the v1 checksum and a [`FrameOutcome`] (decoded, or
+//! dropped for a bad checksum or an undecodable payload, which otherwise only count under
+//! `*other*`). [`PeerHandle::send_raw`] sends a pre-encoded
+//! [`RawMessage`](crate::wire::RawMessage) (command + `Bytes` payload, optional known
+//! checksum), framed by the writer for v1 or v2 and counted in stats, so a relay forwards a
+//! frame with one copy and no re-encoding or re-hashing ([`RawFrame::to_raw_message`]).
+//! rust-bitcoin's [`NetworkMessage`](bitcoin::p2p::message::NetworkMessage) owns its payloads
+//! as `Vec`s, so decoded messages still cost one copy of the payload.
+//!
 //! # Handshake extension
 //! [`PeerConfig::negotiation`] adds our own negotiation messages (e.g. `sendtxrcncl`, BIP434
 //! `feature`), sent after `wtxidrelay`/`sendaddrv2` and before our `verack`; the remote's are in

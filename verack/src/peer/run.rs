@@ -51,8 +51,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// [`PeerHandle`]s.
 ///
 /// Messages sent through handles before `run` starts wait in the queue and are written once it
-/// does. Dropping a `HandshakedPeer` without running it closes the connection and completes
-/// [`PeerHandle::closed`] with [`DisconnectReason::LocalRequest`].
+/// does. Dropping a `HandshakedPeer` without running it closes the connection, completes
+/// [`PeerHandle::closed`] with [`DisconnectReason::LocalRequest`] and fails pending
+/// [`Sent`](super::Sent) completions with [`SendError::Disconnected`](super::SendError::Disconnected).
 pub struct HandshakedPeer<S> {
     stream: S,
     read_buf: BytesMut,

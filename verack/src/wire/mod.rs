@@ -1,7 +1,9 @@
 //! v1 wire framing: the 24-byte message header, the codec that turns bytes into
 //! [`NetworkMessage`]s and back, and the errors a peer's bytes can cause (v1 and, through
 //! [`V2Error`], the BIP324 v2 transport of [`crate::transport`]). [`decode_message`] decodes a
-//! bare payload by command, as v2 packets carry it.
+//! bare payload by command, as v2 packets carry it. [`RawMessage`] is a pre-encoded message
+//! (command + payload bytes + optional known checksum) for
+//! [`PeerHandle::send_raw`](crate::peer::PeerHandle::send_raw).
 //!
 //! A v1 frame is `magic (4) | command (12, NUL-padded ASCII) | payload length (4, LE) |
 //! checksum (4: first bytes of double-SHA256 of the payload) | payload`.
