@@ -45,7 +45,7 @@ fn test_address(i: u32) -> (String, u16) {
     let (a, b) = (11 + i / 200, 1 + i % 200);
     assert!(a <= 99, "index {i} out of range");
     let ip = format!("{a}.{b}.{}.{}", 1 + i % 7, 1 + i % 250);
-    let port = if i % 2 == 0 { 8333 } else { 18444 };
+    let port = if i.is_multiple_of(2) { 8333 } else { 18444 };
     (ip, port)
 }
 

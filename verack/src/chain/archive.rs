@@ -111,7 +111,7 @@ impl Archive {
     /// caller guarantees it links to the current top.
     pub(super) fn push(&mut self, header: Header, hash: BlockHash, chain_work: Work) {
         let offset = self.len;
-        if offset % WORK_STRIDE == 0 {
+        if offset.is_multiple_of(WORK_STRIDE) {
             self.work.push(chain_work);
         }
         let i = offset as usize;

@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn custom_network_overrides_magic_and_genesis() {
-        let genesis = bitcoin::constants::genesis_block(&Params::new(Network::Bitcoin)).header;
+        let genesis = bitcoin::constants::genesis_block(Params::new(Network::Bitcoin)).header;
         let magic = Magic::from_bytes([1, 2, 3, 4]);
         let params = ChainParams::custom(Network::Regtest, magic, genesis);
         assert_eq!(params.magic, magic);

@@ -87,7 +87,7 @@ pub fn next_work_required(
     let interval = adjustment_interval(params);
     let last = get(height - 1)?;
 
-    if height % interval != 0 {
+    if !height.is_multiple_of(interval) {
         if !consensus.allow_min_difficulty_blocks {
             return Ok(last.bits);
         }
@@ -165,7 +165,7 @@ pub fn permitted_difficulty_transition(
     if params.consensus.allow_min_difficulty_blocks {
         return true;
     }
-    if height % adjustment_interval(params) != 0 {
+    if !height.is_multiple_of(adjustment_interval(params)) {
         return old_bits == new_bits;
     }
     let timespan = timespan(params) as u64;

@@ -610,7 +610,7 @@ impl HeaderTree {
             });
         }
 
-        if self.params.enforce_bip94 && height % adjustment_interval(&self.params) == 0 {
+        if self.params.enforce_bip94 && height.is_multiple_of(adjustment_interval(&self.params)) {
             let min = parent_time.saturating_sub(MAX_TIMEWARP);
             if header.time < min {
                 return Err(HeaderError::TimeWarp {
