@@ -6,17 +6,30 @@
 //! rule), and a version check refuses peers below `--min-version` in either direction. A
 //! refused peer shows as `Refused { refusal: Policy(..) }` and takes no slot.
 //!
+//! `--proxy HOST:PORT` dials every outbound peer through a SOCKS5 proxy (Tor's is
+//! `127.0.0.1:9050`) with a fresh random login per connection (Core's `-proxyrandomize`), so
+//! Tor isolates each peer on its own circuit.
+//!
+//! A raw-frame hook ([`MessageHooks::frame_read`]) sees every frame read, before decoding
+//! decides its fate: frames the peers dropped (bad checksum, a payload rust-bitcoin cannot
+//! decode) are printed with their command and size, and counted at exit.
+//!
 //! ```text
 //! cargo run --release --example server -- --network regtest --listen 127.0.0.1:18445 \
 //!     --peer 127.0.0.1:18444 --peer 127.0.0.1:18446
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bitcoin::Network;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use verack::peer::{IgnoreMessages, PeerConfig, PeerHandle};
+use verack::peer::{
+    FrameOutcome, IgnoreMessages, MessageHooks, PeerConfig, PeerHandle, PeerId, RawFrame,
+};
+use verack::proxy::Socks5Dialer;
 use verack::server::{
     default_p2p_port, ConnectionKind, FixedAddresses, PeerEvent, PeerPolicy, PeerTarget,
     PolicyContext, Server, ServerConfig, ServiceRule,
@@ -44,6 +57,26 @@ struct Args {
     /// Take outbound peers whatever services they offer (not Core's desirable ones).
     #[arg(long)]
     any_services: bool,
+    /// Dial outbound peers through this SOCKS5 proxy (e.g. Tor at 127.0.0.1:9050).
+    #[arg(long)]
+    proxy: Option<SocketAddr>,
+}
+
+/// Counts and prints frames that were read but dropped (the connection stays up, as Core).
+#[derive(Default)]
+struct DroppedFrames(AtomicU64);
+
+impl MessageHooks for DroppedFrames {
+    fn frame_read(&self, peer: PeerId, remote: SocketAddr, frame: &RawFrame<'_>) {
+        if let FrameOutcome::Dropped(why) = frame.outcome {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            println!(
+                "dropped      #{peer} {remote} '{}' ({} bytes): {why}",
+                frame.command,
+                frame.payload.len()
+            );
+        }
+    }
 }
 
 #[tokio::main]
@@ -52,7 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let mut config = ServerConfig::new(PeerConfig::new(args.network));
+    let dropped = Arc::new(DroppedFrames::default());
+    let mut peer = PeerConfig::new(args.network);
+    peer.hooks = Some(dropped.clone());
+    let mut config = ServerConfig::new(peer);
     config.listen = args.listen;
     let port = default_p2p_port(args.network);
     for text in &args.addnode {
@@ -75,8 +111,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.any_services {
         config.policy.outbound_services = ServiceRule::Any;
     }
-    let server = Server::new(config, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
+    let mut server = Server::new(config, |_: &PeerHandle, _: ConnectionKind| IgnoreMessages)
         .with_address_source(FixedAddresses::new(args.peer));
+    if let Some(proxy) = args.proxy {
+        server = server.with_dialer(Socks5Dialer::new(proxy));
+    }
     let mut events = server.subscribe();
     let shutdown = CancellationToken::new();
     server.start(shutdown.clone()).await?;
@@ -104,6 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shutdown.cancel();
     server.stopped().await?;
     println!("{:?}", server.stats());
+    println!("{} frames dropped", dropped.0.load(Ordering::Relaxed));
     println!("stopped");
     Ok(())
 }
