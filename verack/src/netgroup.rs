@@ -36,7 +36,20 @@ pub fn netgroup_with(ip: IpAddr, loopback_as_ipv4: bool) -> NetGroup {
 }
 
 /// The group of `ip`.
+///
+/// A [stand-in](crate::address::stand_in) for a Tor, I2P or CJDNS peer is grouped as Core's
+/// `GetGroup` groups those networks: by network and the first 4 bits of the host (Tor, I2P:
+/// the key's first byte; CJDNS: the byte after the constant `fc`). Such a group is returned as
+/// [`NetGroup::Ipv6`]`([0xfd, 0x87, network id, a, b])`, which no routable IPv6 /32 can equal
+/// (`fd87::/16` is unique-local).
 pub fn netgroup(ip: IpAddr) -> NetGroup {
+    if let Some((id, [b0, b1])) = crate::address::stand_in::stand_in_parts(ip) {
+        let (a, b) = match id {
+            6 => (b0, b1 & 0xf0),
+            _ => (b0 & 0xf0, 0),
+        };
+        return NetGroup::Ipv6([0xfd, 0x87, id, a, b]);
+    }
     let ip = canonical(ip);
     if is_local(ip) {
         return NetGroup::Local;
@@ -138,6 +151,34 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn onion_and_cjdns_stand_ins_group_by_network_and_four_bits_as_core() {
+        use crate::address::{Host, PeerAddr};
+        let onion = |first: u8, last: u8| {
+            let mut key = [7u8; 32];
+            key[0] = first;
+            key[31] = last;
+            netgroup(PeerAddr::new(Host::TorV3(key), 8333).stand_in().ip())
+        };
+        // Same first 4 bits: one group, whatever follows; other 4 bits: another group.
+        assert_eq!(onion(0x12, 1), onion(0x1f, 2));
+        assert_ne!(onion(0x12, 1), onion(0x22, 1));
+        let i2p = netgroup(PeerAddr::new(Host::I2p([0x12; 32]), 0).stand_in().ip());
+        assert_ne!(i2p, onion(0x12, 1), "the network is part of the group");
+        let cjdns = |s: &str| {
+            let Ok(IpAddr::V6(v6)) = s.parse::<IpAddr>() else {
+                unreachable!()
+            };
+            netgroup(PeerAddr::new(Host::Cjdns(v6), 1).stand_in().ip())
+        };
+        assert_eq!(cjdns("fc12::1"), cjdns("fc1f:ffff::2"));
+        assert_ne!(cjdns("fc12::1"), cjdns("fc22::1"));
+        assert!(!matches!(
+            onion(0, 0),
+            NetGroup::Unroutable | NetGroup::Local
+        ));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! - [`OnlyNetworks`]: an [`AddressSource`](crate::server::AddressSource) wrapper that offers
 //!   outbound candidates of the given networks only (Core's `-onlynet`).
 //!
-//! The server still speaks [`SocketAddr`] (its `Dialer`, `AddressSource`, peer `remote` and
-//! stats); [`PeerAddr::from_socket_addr`] and [`PeerAddr::to_socket_addr`] are the bridge.
+//! The server keys peers by [`SocketAddr`] (its registry, events, `AddressSource`, peer
+//! `remote` and stats). Tor, I2P and CJDNS peers travel there as a [stand-in](stand_in)
+//! address, [`PeerAddr::stand_in`], read back with [`PeerAddr::from_stand_in`]; the server
+//! dials them through [`Dialer::dial_peer`](crate::server::Dialer::dial_peer) with the real
+//! [`PeerAddr`], never by the stand-in.
 
 mod only_net;
+pub mod stand_in;
 mod text;
 
 use std::fmt;
@@ -24,6 +28,7 @@ use bitcoin::p2p::address::{AddrV2, AddrV2Message};
 use bitcoin::p2p::ServiceFlags;
 
 pub use only_net::OnlyNetworks;
+pub use stand_in::is_stand_in;
 
 /// A network a peer address belongs to: Bitcoin Core's `enum Network` (src/netaddress.h)
 /// without its internal and unroutable members, named as `-onlynet` and `getnetworkinfo`

@@ -15,8 +15,9 @@ use super::{Net, PeerAddr};
 /// persistence) passes through unchanged, so addresses of other networks are still kept
 /// and relayed, as Core.
 ///
-/// A candidate is classified with [`PeerAddr::from_socket_addr`]: IPv4 (and IPv4-mapped
-/// IPv6) is [`Net::Ipv4`], other IPv6 [`Net::Ipv6`].
+/// A candidate is classified with [`PeerAddr::from_stand_in`]: IPv4 (and IPv4-mapped
+/// IPv6) is [`Net::Ipv4`], other IPv6 [`Net::Ipv6`], a stand-in its own network (an unknown
+/// stand-in is never allowed).
 #[derive(Debug)]
 pub struct OnlyNetworks<S> {
     inner: S,
@@ -41,7 +42,10 @@ impl<S: AddressSource> OnlyNetworks<S> {
 
     /// Whether `addr` may be dialled automatically.
     pub fn allows(&self, addr: SocketAddr) -> bool {
-        self.nets.is_empty() || self.nets.contains(&PeerAddr::from_socket_addr(addr).net())
+        match PeerAddr::from_stand_in(addr) {
+            Some(peer) => self.nets.is_empty() || self.nets.contains(&peer.net()),
+            None => false,
+        }
     }
 }
 
@@ -58,6 +62,21 @@ impl<S: AddressSource> AddressSource for OnlyNetworks<S> {
             .collect();
         picked.truncate(n);
         picked
+    }
+    /// The inner source's candidates in `nets` that are also allowed here.
+    fn candidates_in(&self, kind: ConnectionKind, n: usize, nets: &[Net]) -> Vec<SocketAddr> {
+        if self.nets.is_empty() {
+            return self.inner.candidates_in(kind, n, nets);
+        }
+        let both: Vec<Net> = nets
+            .iter()
+            .copied()
+            .filter(|net| self.nets.contains(net))
+            .collect();
+        if both.is_empty() {
+            return Vec::new();
+        }
+        self.inner.candidates_in(kind, n, &both)
     }
     fn dial_failed(&self, addr: SocketAddr) {
         self.inner.dial_failed(addr)
@@ -79,6 +98,9 @@ impl<S: AddressSource> AddressSource for OnlyNetworks<S> {
     }
     fn services_of(&self, addr: SocketAddr) -> Option<ServiceFlags> {
         self.inner.services_of(addr)
+    }
+    fn set_services(&self, addr: SocketAddr, services: ServiceFlags) {
+        self.inner.set_services(addr, services)
     }
     fn known(&self) -> Option<usize> {
         self.inner.known()
@@ -120,5 +142,34 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn onion_stand_ins_are_classified_as_onion() {
+        let v4: SocketAddr = "1.2.3.4:8333".parse().unwrap();
+        let onion: PeerAddr = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333"
+            .parse()
+            .unwrap();
+        let key = onion.stand_in();
+        let kind = ConnectionKind::FullRelay;
+        let only_onion = OnlyNetworks::new(FixedAddresses::new(vec![v4, key]), vec![Net::Onion]);
+        assert!(only_onion.allows(key));
+        assert!(!only_onion.allows(v4));
+        // The server asks for the networks its dialer reaches: onion among them, or not.
+        assert_eq!(
+            only_onion.candidates_in(kind, 10, &[Net::Ipv4, Net::Onion]),
+            vec![key]
+        );
+        assert!(only_onion
+            .candidates_in(kind, 10, &[Net::Ipv4, Net::Ipv6])
+            .is_empty());
+        let only_v4 = OnlyNetworks::new(FixedAddresses::new(vec![v4, key]), vec![Net::Ipv4]);
+        assert_eq!(
+            only_v4.candidates_in(kind, 10, &[Net::Ipv4, Net::Onion]),
+            vec![v4]
+        );
+        // An unknown stand-in is never allowed.
+        let unknown: SocketAddr = "[fd87:d87e:eb43:400::1]:1".parse().unwrap();
+        assert!(!OnlyNetworks::new(FixedAddresses::new(vec![]), vec![]).allows(unknown));
     }
 }

@@ -22,11 +22,14 @@
 //! [`seed::fetch_addresses`] asks a DNS seed for addresses through the proxy, as Core does
 //! with `-proxy` (an addr-fetch connection to the seed's name).
 //!
-//! **What the [`Dialer`] trait cannot carry yet**: it dials [`SocketAddr`]s, so onion and I2P
-//! peers (and names handed to the proxy unresolved) are reachable only through
-//! [`Socks5Dialer::connect`]; the server's [`Dialer::resolve`] for `--connect HOST` peers
-//! still uses the system resolver (`.onion`/`.i2p` names are refused, never looked up).
+//! Onion peers reach the server's dialer through [`Dialer::dial_peer`] (as
+//! [stand-ins](crate::address::stand_in)): a [`Socks5Dialer`] hands their `.onion` name to
+//! the proxy unresolved. [`NetworkDialer`] routes each network as Core does: IPv4/IPv6
+//! through `-proxy` or directly, Tor through `-onion` (else `-proxy`), networks with no route
+//! not at all. The server's [`Dialer::resolve`] for `--connect HOST` peers still uses the
+//! system resolver for ordinary names (`.onion`/`.i2p` names are never looked up).
 
+mod route;
 pub mod seed;
 pub mod socks5;
 
@@ -37,9 +40,10 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::address::{Host, PeerAddr};
+use crate::address::{Host, Net, PeerAddr};
 use crate::server::{BoxedConnection, DialFuture, Dialer, ResolveFuture};
 
+pub use route::{NetworkDialer, Route};
 pub use socks5::{ReplyCode, Socks5Error};
 
 /// Time allowed to open the TCP connection to the proxy: 5 s (Core's
@@ -125,6 +129,8 @@ pub struct Socks5Dialer {
     /// Random per dialer, so credentials never repeat across restarts.
     isolation_prefix: String,
     counter: AtomicU64,
+    /// Networks [`Dialer::reaches`] reports.
+    networks: Vec<Net>,
 }
 
 impl Socks5Dialer {
@@ -139,7 +145,17 @@ impl Socks5Dialer {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             isolation_prefix: format!("{:016x}-", rand::random::<u64>()),
             counter: AtomicU64::new(0),
+            networks: vec![Net::Ipv4, Net::Ipv6, Net::Onion],
         }
+    }
+
+    /// Reporting `networks` as reachable through this proxy ([`Dialer::reaches`]) instead of
+    /// the default IPv4, IPv6 and Tor (Core's `-proxy`, which also serves onion peers unless
+    /// `-onion` says otherwise). The proxy itself decides what it can connect to; this only
+    /// decides which automatic candidates the server offers it.
+    pub fn with_networks(mut self, networks: Vec<Net>) -> Socks5Dialer {
+        self.networks = networks;
+        self
     }
 
     /// With `credentials` instead of random ones.
@@ -238,16 +254,33 @@ impl Dialer for Socks5Dialer {
         })
     }
 
+    /// Any peer: IPs as [`dial`](Dialer::dial), Tor and I2P as their names (ATYP 3), which
+    /// only the proxy resolves ([`Target::from`]`(PeerAddr)`).
+    fn dial_peer(&self, addr: &PeerAddr) -> DialFuture {
+        let (proxy, timeouts) = (self.proxy, (self.connect_timeout, self.handshake_timeout));
+        let credentials = self.next_credentials();
+        let target = Target::from(*addr);
+        Box::pin(async move {
+            let stream = tunnel(proxy, timeouts, target, credentials).await?;
+            Ok(Box::new(stream) as BoxedConnection)
+        })
+    }
+
+    /// The networks given to [`Socks5Dialer::with_networks`]; by default IPv4, IPv6 and Tor.
+    fn reaches(&self, net: Net) -> bool {
+        self.networks.contains(&net)
+    }
+
     /// Host names of persistent peers: `.onion` and `.b32.i2p` names are refused
     /// ([`std::io::ErrorKind::Unsupported`]) rather than leaked to the system resolver (the
-    /// server cannot yet hand a name to the proxy); other names use the system resolver, as
-    /// the default [`Dialer::resolve`].
+    /// server dials them by name through [`Dialer::dial_peer`] and never asks for them here);
+    /// other names use the system resolver, as the default [`Dialer::resolve`].
     fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
         let lower = host.to_ascii_lowercase();
         if lower.ends_with(".onion") || lower.ends_with(".i2p") {
             let message = format!(
-                "{host}: onion and I2P peers cannot be dialled by the server yet (its dialer takes IP addresses); \
-                 not looked up outside the proxy"
+                "{host}: onion and I2P names are dialled through the proxy by name; \
+                 not looked up outside it"
             );
             return Box::pin(async move {
                 Err(std::io::Error::new(

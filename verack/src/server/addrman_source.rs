@@ -1,6 +1,7 @@
 //! The address manager as the server's [`AddressSource`]: outbound candidates with Core's
 //! selection loop, attempt/good bookkeeping, addresses learned from peers, `getaddr` answers,
-//! feeler candidates, and persistence.
+//! feeler candidates, and persistence. Tor, I2P and CJDNS entries are offered as
+//! [stand-ins](crate::address::stand_in) when the server's dialer reaches their network.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use bitcoin::p2p::address::{AddrV2, AddrV2Message};
 use bitcoin::p2p::ServiceFlags;
 
-use crate::addrman::{AddrMan, AddrManError, GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT};
+use crate::address::{Net, PeerAddr};
+use crate::addrman::{AddrMan, AddrManError, AddrNetwork, GETADDR_MAX_ADDRESSES, GETADDR_MAX_PCT};
 use crate::netgroup::canonical;
 
 use super::{unix_now, AddressSource, ConnectionKind};
@@ -74,8 +76,46 @@ impl AddrManSource {
     }
 }
 
+/// The address manager's entry key for the peer the server keys by `addr`: the IP as BIP155,
+/// or the real Tor/I2P/CJDNS address of a [stand-in](crate::address::stand_in) (`None` for
+/// an unknown stand-in).
+fn entry_key(addr: SocketAddr) -> Option<(AddrV2, u16)> {
+    if !crate::address::is_stand_in(addr.ip()) {
+        return Some((addr_v2(addr.ip()), addr.port()));
+    }
+    PeerAddr::from_stand_in(addr).map(|p| (p.to_addrv2(), p.port))
+}
+
+/// The server's key for an address manager entry: its socket address for IPv4/IPv6, a
+/// stand-in for Tor, I2P and CJDNS; `None` for what [`PeerAddr`] does not represent.
+fn server_key(entry: &AddrV2Message) -> Option<SocketAddr> {
+    PeerAddr::try_from(entry).ok().map(|p| p.stand_in())
+}
+
+/// Core's network of the address manager for `net`.
+fn addr_network(net: Net) -> AddrNetwork {
+    match net {
+        Net::Ipv4 => AddrNetwork::Ipv4,
+        Net::Ipv6 => AddrNetwork::Ipv6,
+        Net::Onion => AddrNetwork::TorV3,
+        Net::I2p => AddrNetwork::I2p,
+        Net::Cjdns => AddrNetwork::Cjdns,
+    }
+}
+
 impl AddressSource for AddrManSource {
-    fn candidates(&self, _kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
+    /// IPv4 and IPv6 candidates ([`candidates_in`](AddressSource::candidates_in) those two).
+    fn candidates(&self, kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
+        self.candidates_in(kind, n, &[Net::Ipv4, Net::Ipv6])
+    }
+
+    /// Core's selection loop restricted to `nets` (its `Select` with the reachable
+    /// networks); Tor, I2P and CJDNS entries as stand-ins.
+    fn candidates_in(&self, _kind: ConnectionKind, n: usize, nets: &[Net]) -> Vec<SocketAddr> {
+        if nets.is_empty() {
+            return Vec::new();
+        }
+        let networks: Vec<AddrNetwork> = nets.iter().map(|&net| addr_network(net)).collect();
         let now = unix_now();
         let mut man = self.lock();
         let mut out: Vec<SocketAddr> = Vec::new();
@@ -86,14 +126,16 @@ impl AddressSource for AddrManSource {
             if out.len() >= n || repeats >= 3 {
                 break;
             }
-            let Some((entry, last_try)) = man.select(false, None, ServiceFlags::NONE, now) else {
+            let Some((entry, last_try)) =
+                man.select(false, Some(&networks), ServiceFlags::NONE, now)
+            else {
                 break;
             };
             // Core: early on, skip what was tried in the last 10 minutes.
             if tries < SKIP_RECENT_UNTIL && now.saturating_sub(last_try) < 600 {
                 continue;
             }
-            if let Ok(sock) = entry.socket_addr() {
+            if let Some(sock) = server_key(&entry) {
                 if out.contains(&sock) {
                     repeats += 1;
                 } else {
@@ -105,22 +147,23 @@ impl AddressSource for AddrManSource {
     }
 
     fn dial_failed(&self, addr: SocketAddr) {
-        self.lock()
-            .attempt(&addr_v2(addr.ip()), addr.port(), true, unix_now());
+        if let Some((key, port)) = entry_key(addr) {
+            self.lock().attempt(&key, port, true, unix_now());
+        }
     }
 
     fn connected(&self, addr: SocketAddr) {
-        self.lock()
-            .good(&addr_v2(addr.ip()), addr.port(), unix_now());
+        if let Some((key, port)) = entry_key(addr) {
+            self.lock().good(&key, port, unix_now());
+        }
     }
 
     fn add(&self, addrs: &[AddrV2Message], source: SocketAddr) {
-        self.lock().add(
-            addrs,
-            &addr_v2(source.ip()),
-            PEER_ADDR_TIME_PENALTY,
-            unix_now(),
-        );
+        let Some((source, _)) = entry_key(source) else {
+            return;
+        };
+        self.lock()
+            .add(addrs, &source, PEER_ADDR_TIME_PENALTY, unix_now());
     }
 
     fn get_addr(&self) -> Vec<AddrV2Message> {
@@ -136,18 +179,18 @@ impl AddressSource for AddrManSource {
             Some(found) => found,
             None => man.select(true, None, ServiceFlags::NONE, now)?,
         };
-        entry.socket_addr().ok()
+        server_key(&entry)
     }
 
     fn services_of(&self, addr: SocketAddr) -> Option<ServiceFlags> {
-        self.lock()
-            .get(&addr_v2(addr.ip()), addr.port())
-            .map(|info| info.addr.services)
+        let (key, port) = entry_key(addr)?;
+        self.lock().get(&key, port).map(|info| info.addr.services)
     }
 
     fn set_services(&self, addr: SocketAddr, services: ServiceFlags) {
-        self.lock()
-            .set_services(&addr_v2(addr.ip()), addr.port(), services);
+        if let Some((key, port)) = entry_key(addr) {
+            self.lock().set_services(&key, port, services);
+        }
     }
 
     fn known(&self) -> Option<usize> {
@@ -158,5 +201,60 @@ impl AddressSource for AddrManSource {
         if let Err(e) = self.save() {
             tracing::error!(error = %e, "could not save the address database");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addrman::AddrManConfig;
+
+    const ONION: &str = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333";
+
+    /// An address manager holding one routable IPv4 and one onion address (learned from a
+    /// routable peer), as addrv2 brings them.
+    fn source() -> (AddrManSource, SocketAddr, PeerAddr) {
+        let mut man = AddrMan::new(AddrManConfig::default(), 3);
+        let v4: SocketAddr = "8.8.8.8:8333".parse().unwrap();
+        let onion: PeerAddr = ONION.parse().unwrap();
+        let now = unix_now();
+        let entries = [
+            PeerAddr::from_socket_addr(v4).to_addrv2_message(now as u32, ServiceFlags::NETWORK),
+            onion.to_addrv2_message(now as u32, ServiceFlags::NETWORK),
+        ];
+        let from = addr_v2("9.9.9.9".parse().unwrap());
+        assert_eq!(man.add(&entries, &from, 0, now), 2);
+        (AddrManSource::new(man, None), v4, onion)
+    }
+
+    #[test]
+    fn onion_entries_are_candidates_only_where_onion_is_reachable() {
+        let (src, v4, onion) = source();
+        let kind = ConnectionKind::FullRelay;
+        assert_eq!(src.candidates(kind, 8), vec![v4], "IP only, as before");
+        assert_eq!(
+            src.candidates_in(kind, 8, &[Net::Ipv4, Net::Ipv6]),
+            vec![v4]
+        );
+        assert_eq!(
+            src.candidates_in(kind, 8, &[Net::Onion]),
+            vec![onion.stand_in()]
+        );
+        assert!(src.candidates_in(kind, 8, &[]).is_empty());
+        assert!(src.candidates_in(kind, 8, &[Net::I2p]).is_empty());
+        // Bookkeeping reaches the onion entry through its stand-in.
+        let key = onion.stand_in();
+        assert_eq!(src.services_of(key), Some(ServiceFlags::NETWORK));
+        src.set_services(key, ServiceFlags::NETWORK | ServiceFlags::WITNESS);
+        assert_eq!(
+            src.services_of(key),
+            Some(ServiceFlags::NETWORK | ServiceFlags::WITNESS)
+        );
+        src.connected(key);
+        let tried = src
+            .lock()
+            .get(&onion.to_addrv2(), onion.port)
+            .map(|info| info.in_tried);
+        assert_eq!(tried, Some(true), "good() moved the onion entry to tried");
     }
 }

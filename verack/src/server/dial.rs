@@ -37,11 +37,43 @@ pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<BoxedConnection>> +
 /// A future returned by [`Dialer::resolve`].
 pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
-/// Opens outbound connections. The server applies its own timeout around `dial` and
-/// `resolve` (each [`dial_timeout`](super::ServerConfig::dial_timeout)).
+/// Opens outbound connections. The server applies its own timeout around `dial`,
+/// `dial_peer` and `resolve` (each [`dial_timeout`](super::ServerConfig::dial_timeout)).
+///
+/// IPv4 and IPv6 peers are dialled with [`dial`](Dialer::dial); Tor, I2P and CJDNS peers
+/// (carried in the server as [stand-ins](crate::address::stand_in)) with
+/// [`dial_peer`](Dialer::dial_peer), and only when [`reaches`](Dialer::reaches) says their
+/// network can be reached (Core's `IsReachable`): other candidates are never dialled.
 pub trait Dialer: Send + Sync + 'static {
-    /// Connects to `addr`.
+    /// Connects to `addr` (an IPv4 or IPv6 address).
     fn dial(&self, addr: SocketAddr) -> DialFuture;
+
+    /// Connects to a peer of any network. The default dials IPv4 and IPv6 with
+    /// [`dial`](Dialer::dial) and fails at once for Tor, I2P and CJDNS, which plain TCP
+    /// cannot (or must not, without Core's `-cjdnsreachable`) reach. A proxy dialer
+    /// overrides it: [`Socks5Dialer`](crate::proxy::Socks5Dialer) hands `.onion` and
+    /// `.b32.i2p` names to the proxy unresolved.
+    ///
+    /// # Errors
+    /// The default: [`io::ErrorKind::Unsupported`] for a network other than IPv4/IPv6.
+    fn dial_peer(&self, addr: &crate::address::PeerAddr) -> DialFuture {
+        use crate::address::Host;
+        match addr.host {
+            Host::Ipv4(_) | Host::Ipv6(_) => {
+                self.dial(addr.to_socket_addr().expect("IPv4 and IPv6 have an IP"))
+            }
+            _ => unsupported(addr),
+        }
+    }
+
+    /// Whether peers of `net` can be reached through this dialer (Bitcoin Core's
+    /// `IsReachable`, as far as routing decides it). Automatic outbound and feeler
+    /// candidates of other networks are skipped, never dialled; manual peers are dialled
+    /// regardless and fail in [`dial_peer`](Dialer::dial_peer). Default: IPv4 and IPv6.
+    fn reaches(&self, net: crate::address::Net) -> bool {
+        use crate::address::Net;
+        matches!(net, Net::Ipv4 | Net::Ipv6)
+    }
 
     /// The addresses of a persistent peer given by host name, asked before each dial of it,
     /// in the order to try them. The default is [`PeerTarget::resolve`](super::PeerTarget):
@@ -57,6 +89,46 @@ pub trait Dialer: Send + Sync + 'static {
         };
         Box::pin(async move { target.resolve().await })
     }
+}
+
+/// A dial that fails at once: `addr`'s network is not reachable by this dialer
+/// ([`io::ErrorKind::Unsupported`], naming the address and network).
+pub(crate) fn unsupported(addr: &crate::address::PeerAddr) -> DialFuture {
+    let error = io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{addr}: no route to the {} network (not dialled)",
+            addr.net()
+        ),
+    );
+    Box::pin(async move { Err(error) })
+}
+
+/// Dials the peer the server keys by `addr`: [`Dialer::dial`] for an IP address,
+/// [`Dialer::dial_peer`] with the real [`PeerAddr`](crate::address::PeerAddr) for a
+/// [stand-in](crate::address::stand_in). A stand-in this process does not know (e.g. an
+/// anchor saved by an earlier run) is refused with [`io::ErrorKind::Unsupported`]: a stand-in
+/// is never connected to as an IP address.
+pub(crate) fn dial_by_key(dialer: &dyn Dialer, addr: SocketAddr) -> DialFuture {
+    if !crate::address::is_stand_in(addr.ip()) {
+        return dialer.dial(addr);
+    }
+    match crate::address::PeerAddr::from_stand_in(addr) {
+        Some(peer) => dialer.dial_peer(&peer),
+        None => {
+            let error = io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{addr} stands in for a peer this process does not know (not dialled)"),
+            );
+            Box::pin(async move { Err(error) })
+        }
+    }
+}
+
+/// The network of the peer the server keys by `addr` (a stand-in's own network; `None` for
+/// an unknown stand-in).
+pub(crate) fn net_of_key(addr: SocketAddr) -> Option<crate::address::Net> {
+    crate::address::PeerAddr::from_stand_in(addr).map(|p| p.net())
 }
 
 /// Plain TCP with `TCP_NODELAY`.
@@ -78,6 +150,22 @@ pub trait AddressSource: Send + Sync + 'static {
     /// Up to `n` addresses worth trying for a connection of `kind`; the server filters out
     /// banned, restricted, connected, dialling, own and same-netgroup addresses.
     fn candidates(&self, kind: ConnectionKind, n: usize) -> Vec<SocketAddr>;
+
+    /// Up to `n` candidates of the networks `nets` (those the server's dialer
+    /// [reaches](Dialer::reaches)); Tor, I2P and CJDNS peers as their
+    /// [stand-ins](crate::address::PeerAddr::stand_in). This is what the server asks. The
+    /// default asks [`candidates`](AddressSource::candidates) and drops other networks;
+    /// the address manager selects within `nets` (Core's `Select` with reachable networks).
+    fn candidates_in(
+        &self,
+        kind: ConnectionKind,
+        n: usize,
+        nets: &[crate::address::Net],
+    ) -> Vec<SocketAddr> {
+        let mut out = self.candidates(kind, n);
+        out.retain(|&a| net_of_key(a).is_some_and(|net| nets.contains(&net)));
+        out
+    }
 
     /// A dial to `addr` was attempted and failed (Core's `Attempt`).
     fn dial_failed(&self, addr: SocketAddr) {
@@ -132,6 +220,14 @@ impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
     fn candidates(&self, kind: ConnectionKind, n: usize) -> Vec<SocketAddr> {
         (**self).candidates(kind, n)
     }
+    fn candidates_in(
+        &self,
+        kind: ConnectionKind,
+        n: usize,
+        nets: &[crate::address::Net],
+    ) -> Vec<SocketAddr> {
+        (**self).candidates_in(kind, n, nets)
+    }
     fn dial_failed(&self, addr: SocketAddr) {
         (**self).dial_failed(addr)
     }
@@ -161,7 +257,8 @@ impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
     }
 }
 
-/// A fixed list of addresses, offered in random order.
+/// A fixed list of addresses, offered in random order (Tor, I2P and CJDNS peers as their
+/// [stand-ins](crate::address::PeerAddr::stand_in)).
 #[derive(Debug, Default)]
 pub struct FixedAddresses {
     addrs: Mutex<Vec<SocketAddr>>,

@@ -5,6 +5,11 @@
 //! events behind gets `Err(RecvError::Lagged(n))` telling how many it missed, then continues
 //! with the oldest event still buffered (unlike geth's feed, whose `Send` blocks on slow
 //! subscribers).
+//!
+//! Addresses are the server's keys: the socket address of an IPv4/IPv6 peer, a
+//! [stand-in](crate::address::stand_in) (`fd87:d87e:eb43::/48`) for a Tor, I2P or CJDNS peer.
+//! [`PeerAddr::from_stand_in`](crate::address::PeerAddr::from_stand_in) gives the real address
+//! (`xxx.onion:8333`), as Core's `getpeerinfo` shows it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -41,6 +41,21 @@ pub(crate) async fn outbound_loop<H: PeerHandlers>(inner: Arc<Inner<H>>) {
     }
 }
 
+/// Whether the peer keyed by `addr` is in one of `nets` (an unknown stand-in is in none).
+fn reachable(nets: &[crate::address::Net], addr: SocketAddr) -> bool {
+    super::dial::net_of_key(addr).is_some_and(|net| nets.contains(&net))
+}
+
+impl<H> Inner<H> {
+    /// The networks the server's dialer reaches ([`Dialer::reaches`](super::Dialer::reaches)).
+    fn reachable_nets(&self) -> Vec<crate::address::Net> {
+        crate::address::Net::ALL
+            .into_iter()
+            .filter(|&net| self.dialer.reaches(net))
+            .collect()
+    }
+}
+
 /// Starts dials for the deficit of `kind`, within the in-flight bound.
 fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: usize) {
     let (deficit, room) = {
@@ -66,7 +81,11 @@ fn fill<H: PeerHandlers>(inner: &Arc<Inner<H>>, kind: ConnectionKind, target: us
     }
     // Core's ThreadOpenConnections: skip addresses whose advertised services fail the policy
     // (anchors included: they were full nodes, but their services may have changed).
-    candidates.extend(inner.source.candidates(kind, want * 4 + 8));
+    // Core's IsReachable: only networks the dialer has a route to (a Tor peer only through
+    // an onion proxy); others are never dialled.
+    let nets = inner.reachable_nets();
+    candidates.retain(|&a| reachable(&nets, a));
+    candidates.extend(inner.source.candidates_in(kind, want * 4 + 8, &nets));
     let policy = &inner.config.policy;
     let total = candidates.len();
     candidates.retain(|&a| policy.candidate_ok(kind, inner.source.services_of(a)));
@@ -128,7 +147,7 @@ async fn dial_and_serve_as<H: PeerHandlers>(
     manual: Option<ManualTransport>,
 ) -> Option<Duration> {
     let dialed = tokio::select! {
-        r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)) => {
+        r = tokio::time::timeout(inner.config.dial_timeout, super::dial::dial_by_key(&*inner.dialer, addr)) => {
             r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "dial timed out")))
         }
         _ = inner.cancel.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
@@ -138,7 +157,11 @@ async fn dial_and_serve_as<H: PeerHandlers>(
             Ok(lasted) => lasted,
             Err(super::session::RetryV1) => {
                 // Once, immediately, over v1; not counted as a failure.
-                match tokio::time::timeout(inner.config.dial_timeout, inner.dialer.dial(addr)).await
+                match tokio::time::timeout(
+                    inner.config.dial_timeout,
+                    super::dial::dial_by_key(&*inner.dialer, addr),
+                )
+                .await
                 {
                     Ok(Ok(stream)) => serve(inner.clone(), stream, addr, kind, manual, None)
                         .await
@@ -245,6 +268,13 @@ async fn resolve<H: PeerHandlers>(
         PeerTarget::Addr(addr) => return vec![*addr],
         PeerTarget::Name { host, port } => (host, port),
     };
+    // A Tor or I2P name (Core's `-connect=<name>.onion`) is not looked up: the dialer's
+    // `dial_peer` hands it to the proxy.
+    if let Ok(peer) = format!("{host}:{port}").parse::<crate::address::PeerAddr>() {
+        if peer.host.ip().is_none() {
+            return vec![peer.stand_in()];
+        }
+    }
     let looked_up = tokio::select! {
         r = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.resolve(host, *port)) => {
             r.unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "host name lookup timed out")))
@@ -297,6 +327,9 @@ pub(crate) async fn feeler_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, mean: Dur
         let Some(candidate) = inner.source.feeler_candidate() else {
             continue;
         };
+        if !reachable(&inner.reachable_nets(), candidate) {
+            continue;
+        }
         // Core's ThreadOpenConnections: feelers only to addresses that may have a useful
         // address database.
         if !inner

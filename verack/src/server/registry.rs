@@ -1,5 +1,9 @@
 //! Who is connected, who is pending, and whether another connection may join: the admission
 //! checkpoints as plain data and functions (no I/O), so every rule is unit-tested.
+//!
+//! Peers are keyed by socket address; a Tor, I2P or CJDNS peer by its
+//! [stand-in](crate::address::stand_in), whose network group is Core's for that network
+//! ([`crate::netgroup::netgroup`]), so one outbound peer per onion group, as Core.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
