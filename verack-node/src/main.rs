@@ -286,6 +286,7 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     if let Some((user, password)) = &settings.rpc_credentials {
         auth = auth.with_user_password(user, password);
     }
+    let (reachable, proxies) = network_routes(&settings);
     let backend = rpc_backend::NodeRpc {
         node: node.clone(),
         shutdown: shutdown.clone(),
@@ -295,6 +296,8 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         ban_duration: settings.ban_duration,
         addrman: addrman.clone(),
         local_services,
+        reachable,
+        proxies,
     };
     tracing::info!(addr = %settings.rpc, cookie = %cookie.path().display(), "JSON-RPC listening");
     let rpc_task = tokio::spawn(rpc::serve(
@@ -402,29 +405,63 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// `server` dialling through the SOCKS5 `--proxy`, if one is set (random credentials per
-/// connection unless `--proxyrandomize=false`), and logging the proxy and `--onlynet` setup.
+/// `server` dialling by network as Core does ([`node_dialer`]), logging the proxy, `--onion`
+/// and `--onlynet` setup.
 fn proxied<H: verack::server::PeerHandlers>(server: Server<H>, settings: &Settings) -> Server<H> {
-    use verack::address::Net;
+    use verack::server::Dialer as _;
+    let dialer = node_dialer(settings);
     if !settings.onlynet.is_empty() {
         let names: Vec<&str> = settings.onlynet.iter().map(|n| n.name()).collect();
         tracing::info!(networks = %names.join(","), "automatic outbound connections limited to these networks (--onlynet)");
-        if !settings
-            .onlynet
-            .iter()
-            .any(|n| matches!(n, Net::Ipv4 | Net::Ipv6))
-        {
-            tracing::warn!("--onlynet allows no IPv4/IPv6 address: there will be no automatic outbound connections (onion, I2P and CJDNS peers are not dialled yet)");
+        if !settings.onlynet.iter().any(|&n| dialer.reaches(n)) {
+            tracing::warn!("no network allowed by --onlynet is reachable (onion needs --proxy or --onion; I2P and CJDNS are not dialled): there will be no automatic outbound connections");
         }
     }
-    if let Some(onion) = settings.onion.filter(|o| Some(*o) != settings.proxy) {
-        tracing::info!(%onion, "onion proxy set (--onion); onion peers are not dialled yet");
+    if let Some(proxy) = settings.proxy {
+        tracing::info!(%proxy, randomize = settings.proxy_randomize, "outbound connections go through the SOCKS5 proxy (IPv4/IPv6)");
     }
-    let Some(proxy) = settings.proxy else {
-        return server;
-    };
-    tracing::info!(%proxy, randomize = settings.proxy_randomize, "outbound connections go through the SOCKS5 proxy");
-    server.with_dialer(proxy_dialer(settings, proxy))
+    match settings.onion {
+        Some(onion) => {
+            tracing::info!(%onion, randomize = settings.proxy_randomize, "onion peers are dialled through the SOCKS5 proxy, by name")
+        }
+        None => tracing::info!("onion peers are not reachable (no --proxy or --onion)"),
+    }
+    server.with_dialer(dialer)
+}
+
+/// The node's dialer (Core's routing): IPv4/IPv6 through `--proxy` if set, else direct; Tor
+/// through `--onion` (which defaults to `--proxy`), else unreachable; I2P and CJDNS
+/// unreachable.
+fn node_dialer(settings: &Settings) -> verack::proxy::NetworkDialer {
+    verack::proxy::NetworkDialer::new()
+        .with_ip_proxy(settings.proxy.map(|p| proxy_dialer(settings, p)))
+        .with_onion_proxy(settings.onion.map(|p| proxy_dialer(settings, p)))
+}
+
+/// For `getnetworkinfo`: the networks automatic connections reach (routed, and allowed by
+/// `--onlynet`, as Core's `g_reachable_nets`), and each proxied network's proxy.
+fn network_routes(settings: &Settings) -> (Vec<rpc::types::RpcNetwork>, Vec<rpc::types::RpcProxy>) {
+    use rpc::types::{RpcNetwork, RpcProxy};
+    use verack::address::Net;
+    use verack::server::Dialer as _;
+    let dialer = node_dialer(settings);
+    let reachable = Net::ALL
+        .into_iter()
+        .filter(|&n| dialer.reaches(n))
+        .filter(|n| settings.onlynet.is_empty() || settings.onlynet.contains(n))
+        .map(RpcNetwork::from_net)
+        .collect();
+    let proxies = Net::ALL
+        .into_iter()
+        .filter_map(|n| {
+            dialer.proxy_for(n).map(|p| RpcProxy {
+                network: RpcNetwork::from_net(n),
+                proxy: p.proxy(),
+                randomize_credentials: settings.proxy_randomize,
+            })
+        })
+        .collect();
+    (reachable, proxies)
 }
 
 /// The SOCKS5 dialer for `proxy`: random credentials per connection unless

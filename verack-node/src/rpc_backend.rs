@@ -45,6 +45,11 @@ pub struct NodeRpc {
     pub addrman: Arc<verack::server::AddrManSource>,
     /// The service bits we advertise (`getnetworkinfo.localservices`).
     pub local_services: u64,
+    /// Networks automatic connections can reach: routed (`--proxy`, `--onion`) and allowed
+    /// by `--onlynet` (Core's `g_reachable_nets`; `getnetworkinfo.networks[].reachable`).
+    pub reachable: Vec<RpcNetwork>,
+    /// The SOCKS5 proxy of each proxied network (`getnetworkinfo.networks[].proxy`).
+    pub proxies: Vec<crate::rpc::types::RpcProxy>,
 }
 
 fn unix(t: Option<SystemTime>) -> u64 {
@@ -199,7 +204,8 @@ impl RpcBackend for NodeRpc {
             local_relay: true,
             time_offset: offsets.get(offsets.len() / 2).copied().unwrap_or(0),
             network_active: true,
-            reachable: vec![RpcNetwork::Ipv4, RpcNetwork::Ipv6],
+            reachable: self.reachable.clone(),
+            proxies: self.proxies.clone(),
             relay_fee: None,
             incremental_fee: None,
             local_addresses: Vec::new(),

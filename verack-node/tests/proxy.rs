@@ -157,3 +157,78 @@ async fn a_wrong_proxy_port_means_no_connection() {
     assert!(core.peer_info().await.is_empty());
     assert!(node.peer_info().await.is_empty());
 }
+
+/// `getnetworkinfo.networks` for one network, by name.
+fn network<'a>(info: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    info["networks"]
+        .as_array()
+        .expect("networks is an array")
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {info}"))
+}
+
+#[tokio::test]
+async fn getnetworkinfo_names_each_networks_proxy_as_core() {
+    let proxy = Microsocks::start().await;
+    // Connect-only, to a loopback port where nothing listens: nothing is learned or reached.
+    let nobody = free_port().await;
+    let onion_port = free_port().await;
+    let node = VerackNode::start(
+        verack_bin(),
+        &[
+            &format!("--proxy={}", proxy.addr),
+            &format!("--onion=127.0.0.1:{onion_port}"),
+            "--onlynet=ipv4",
+            "--onlynet=onion",
+            &format!("--connect=127.0.0.1:{nobody}"),
+        ],
+    )
+    .await;
+    let info = node.must_call("getnetworkinfo", "[]").await;
+    let proxy_text = proxy.addr.to_string();
+    let ipv4 = network(&info, "ipv4");
+    assert_eq!(ipv4["reachable"], true, "{info}");
+    assert_eq!(ipv4["limited"], false);
+    assert_eq!(ipv4["proxy"], proxy_text.as_str());
+    assert_eq!(ipv4["proxy_randomize_credentials"], true);
+    // Routed through the proxy, but not allowed by --onlynet (Core: limited, proxy shown).
+    let ipv6 = network(&info, "ipv6");
+    assert_eq!(ipv6["reachable"], false, "{info}");
+    assert_eq!(ipv6["proxy"], proxy_text.as_str());
+    // --onion, not --proxy, carries onion peers.
+    let onion = network(&info, "onion");
+    assert_eq!(onion["reachable"], true, "{info}");
+    assert_eq!(onion["proxy"], format!("127.0.0.1:{onion_port}").as_str());
+    for name in ["i2p", "cjdns"] {
+        let net = network(&info, name);
+        assert_eq!(net["reachable"], false, "{info}");
+        assert_eq!(net["proxy"], "");
+    }
+    let log = node.log_tail(200);
+    assert!(
+        log.contains("onion peers are dialled through the SOCKS5 proxy"),
+        "{log}"
+    );
+    drop(node);
+
+    // --onion=0: Tor unreachable even with a proxy; fixed (no) credentials.
+    let node = VerackNode::start(
+        verack_bin(),
+        &[
+            &format!("--proxy={}", proxy.addr),
+            "--onion=0",
+            "--proxyrandomize=false",
+            &format!("--connect=127.0.0.1:{nobody}"),
+        ],
+    )
+    .await;
+    let info = node.must_call("getnetworkinfo", "[]").await;
+    let onion = network(&info, "onion");
+    assert_eq!(onion["reachable"], false, "{info}");
+    assert_eq!(onion["proxy"], "");
+    let ipv4 = network(&info, "ipv4");
+    assert_eq!(ipv4["reachable"], true);
+    assert_eq!(ipv4["proxy_randomize_credentials"], false);
+    assert_eq!(network(&info, "ipv6")["reachable"], true);
+}

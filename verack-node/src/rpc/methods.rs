@@ -639,13 +639,14 @@ fn getnetworkinfo(backend: &dyn RpcBackend, _: &[Value]) -> Result<Value, RpcErr
         .iter()
         .map(|net| {
             let reachable = info.reachable.contains(net);
-            // verack dials without proxies: Core's answer for a network with none.
+            // Core's GetNetworksInfo: the proxy's IP:port, or "" and false without one.
+            let proxy = info.proxies.iter().find(|p| p.network == *net);
             json!({
                 "name": net.name(),
                 "limited": !reachable,
                 "reachable": reachable,
-                "proxy": "",
-                "proxy_randomize_credentials": false,
+                "proxy": proxy.map_or(String::new(), |p| p.proxy.to_string()),
+                "proxy_randomize_credentials": proxy.is_some_and(|p| p.randomize_credentials),
             })
         })
         .collect();

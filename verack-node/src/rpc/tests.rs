@@ -130,7 +130,12 @@ impl RpcBackend for Fake {
             local_relay: false,
             time_offset: -1,
             network_active: true,
-            reachable: vec![RpcNetwork::Ipv4, RpcNetwork::Ipv6],
+            reachable: vec![RpcNetwork::Ipv4, RpcNetwork::Ipv6, RpcNetwork::Onion],
+            proxies: vec![RpcProxy {
+                network: RpcNetwork::Onion,
+                proxy: "127.0.0.1:9050".parse().expect("addr"),
+                randomize_credentials: true,
+            }],
             relay_fee: None,
             incremental_fee: None,
             local_addresses: vec![RpcLocalAddress {
@@ -1005,9 +1010,14 @@ async fn peer_and_network_info() {
     assert_eq!(net["networks"].as_array().map(Vec::len), Some(5));
     assert_eq!(
         net["networks"][2],
-        json!({"name": "onion", "limited": true, "reachable": false, "proxy": "", "proxy_randomize_credentials": false})
+        json!({"name": "onion", "limited": false, "reachable": true, "proxy": "127.0.0.1:9050", "proxy_randomize_credentials": true})
+    );
+    assert_eq!(
+        net["networks"][3],
+        json!({"name": "i2p", "limited": true, "reachable": false, "proxy": "", "proxy_randomize_credentials": false})
     );
     assert_eq!(net["networks"][0]["reachable"], true);
+    assert_eq!(net["networks"][0]["proxy"], "");
     assert!(
         net.get("relayfee").is_none(),
         "no mempool, as Core without one"
@@ -1444,6 +1454,21 @@ fn enum_strings_match_core() {
     assert_eq!(json["network"], "ipv6");
     assert_eq!(json["transport_protocol_type"], "detecting");
     assert_eq!(json["connection_type"], "manual");
+}
+
+#[test]
+fn an_onion_peer_shows_its_onion_address_and_network() {
+    let onion: verack::address::PeerAddr =
+        "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333"
+            .parse()
+            .expect("onion");
+    let peer = RpcPeer::new(3, onion.stand_in(), ConnectionType::OutboundFullRelay);
+    let json = super::methods::peer_json(&peer);
+    assert_eq!(
+        json["addr"],
+        "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333"
+    );
+    assert_eq!(json["network"], "onion");
 }
 
 #[test]

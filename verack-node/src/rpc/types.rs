@@ -126,6 +126,30 @@ impl RpcNetwork {
             RpcNetwork::Ipv6
         }
     }
+
+    /// The network of a peer address's network.
+    pub fn from_net(net: verack::address::Net) -> RpcNetwork {
+        use verack::address::Net;
+        match net {
+            Net::Ipv4 => RpcNetwork::Ipv4,
+            Net::Ipv6 => RpcNetwork::Ipv6,
+            Net::Onion => RpcNetwork::Onion,
+            Net::I2p => RpcNetwork::I2p,
+            Net::Cjdns => RpcNetwork::Cjdns,
+        }
+    }
+}
+
+/// The SOCKS5 proxy a network is reached through (`getnetworkinfo`'s `networks[].proxy`
+/// and `proxy_randomize_credentials`, as Core's `GetNetworksInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcProxy {
+    /// The network.
+    pub network: RpcNetwork,
+    /// The proxy's address (printed as `IP:port`).
+    pub proxy: SocketAddr,
+    /// Whether each connection gets random credentials (Core's `-proxyrandomize`).
+    pub randomize_credentials: bool,
 }
 
 /// How a peer connection came about (Core's `ConnectionTypeAsString`, `src/node/connection_types.cpp`).
@@ -258,13 +282,21 @@ pub struct RpcPeer {
 impl RpcPeer {
     /// A peer at socket address `addr` with everything else empty: `addr` printed as Core
     /// prints it, `network` classified from the IP, counters zero, heights -1, v1 transport.
+    /// A Tor, I2P or CJDNS peer's [stand-in](verack::address::stand_in) shows its real
+    /// address (`xxx.onion:8333`) and network (`onion`), as Core's `getpeerinfo`.
     pub fn new(id: u64, addr: SocketAddr, connection_type: ConnectionType) -> Self {
+        let (text, network) = match verack::address::PeerAddr::from_stand_in(addr) {
+            Some(peer) if verack::address::is_stand_in(addr.ip()) => {
+                (peer.to_string(), RpcNetwork::from_net(peer.net()))
+            }
+            _ => (addr.to_string(), RpcNetwork::classify(addr.ip())),
+        };
         Self {
             id,
-            addr: addr.to_string(),
+            addr: text,
             addr_bind: None,
             addr_local: None,
-            network: RpcNetwork::classify(addr.ip()),
+            network,
             services: 0,
             relay_txes: false,
             last_send: 0,
@@ -328,6 +360,8 @@ pub struct RpcNetworkInfo {
     pub network_active: bool,
     /// Networks we can make connections to (`networks[].reachable`, `limited` is its negation).
     pub reachable: Vec<RpcNetwork>,
+    /// The proxy of each proxied network (`networks[].proxy`; `""` for the others).
+    pub proxies: Vec<RpcProxy>,
     /// Minimum relay fee, satoshis per 1000 vbytes (`relayfee`, printed in BTC/kvB). Core
     /// prints it only when it has a mempool, so `None` omits it.
     pub relay_fee: Option<u64>,
