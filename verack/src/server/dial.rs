@@ -280,6 +280,20 @@ impl AddressSource for FixedAddresses {
         addrs.truncate(n);
         addrs
     }
+
+    /// Those of `nets`, filtered before the `n` are drawn.
+    fn candidates_in(
+        &self,
+        _kind: ConnectionKind,
+        n: usize,
+        nets: &[crate::address::Net],
+    ) -> Vec<SocketAddr> {
+        let mut addrs = self.addrs.lock().expect("address list lock").clone();
+        addrs.retain(|&a| net_of_key(a).is_some_and(|net| nets.contains(&net)));
+        addrs.shuffle(&mut rand::thread_rng());
+        addrs.truncate(n);
+        addrs
+    }
 }
 
 /// Filters `candidates` down to at most `want` addresses that may be dialled now: not ours,
