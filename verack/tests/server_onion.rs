@@ -262,3 +262,42 @@ async fn without_an_onion_proxy_the_onion_candidate_is_never_dialled() {
     assert!(!log.contains(".onion"), "{log}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_manual_onion_peer_is_dialled_by_name_not_looked_up() {
+    use verack::server::PeerTarget;
+    let onion: PeerAddr = ONION.parse().unwrap();
+    // As Core's -connect=<name>.onion: a host name the server must not resolve.
+    let target = PeerTarget::parse(ONION, 18444).unwrap();
+    assert!(matches!(target, PeerTarget::Name { .. }));
+    let (proxy, request) = refusing_socks5().await;
+    let mut cfg = server_config(0);
+    cfg.persistent = vec![target];
+    cfg.connect_only = true;
+    let server = Server::new(cfg, handlers())
+        .with_dialer(NetworkDialer::new().with_onion_proxy(Some(Socks5Dialer::new(proxy))));
+    let mut events = server.subscribe();
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let failed = tokio::time::timeout(WITHIN, async {
+        loop {
+            match events.recv().await.unwrap() {
+                PeerEvent::DialFailed { addr, error } => return (addr, error),
+                PeerEvent::ResolveFailed { host, error, .. } => {
+                    panic!("{host} was looked up: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a dial failure within 20 s");
+    assert_eq!(PeerAddr::from_stand_in(failed.0), Some(onion));
+    assert_eq!(failed.1.kind(), std::io::ErrorKind::HostUnreachable);
+    let (atyp, host, port) = request.await.unwrap();
+    assert_eq!(
+        (atyp, String::from_utf8(host).unwrap(), port),
+        (3, onion.host.to_string(), 8333)
+    );
+    shutdown.cancel();
+}
