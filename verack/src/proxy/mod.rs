@@ -28,6 +28,22 @@
 //! through `-proxy` or directly, Tor through `-onion` (else `-proxy`), networks with no route
 //! not at all. The server's [`Dialer::resolve`] for `--connect HOST` peers still uses the
 //! system resolver for ordinary names (`.onion`/`.i2p` names are never looked up).
+//!
+//! A Tor-only node, as Core's `-proxy=127.0.0.1:9050 -onlynet=onion`: every connection
+//! through Tor (manual IP peers too), automatic ones to onion peers only:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use verack::address::{Net, OnlyNetworks};
+//! # use verack::proxy::{NetworkDialer, Socks5Dialer};
+//! # use verack::server::{AddrManSource, Server, ServerConfig};
+//! # fn f(config: ServerConfig, handlers: impl verack::server::PeerHandlers, addrman: Arc<AddrManSource>) {
+//! let tor = || Socks5Dialer::new("127.0.0.1:9050".parse().unwrap());
+//! let server = Server::new(config, handlers)
+//!     .with_dialer(NetworkDialer::new().with_ip_proxy(Some(tor())).with_onion_proxy(Some(tor())))
+//!     .with_address_source(OnlyNetworks::new(addrman, vec![Net::Onion]));
+//! # }
+//! ```
 
 mod route;
 pub mod seed;
