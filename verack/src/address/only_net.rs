@@ -93,6 +93,14 @@ impl<S: AddressSource> AddressSource for OnlyNetworks<S> {
     fn feeler_candidate(&self) -> Option<SocketAddr> {
         self.inner.feeler_candidate().filter(|a| self.allows(*a))
     }
+    fn feeler_candidate_in(&self, nets: &[Net]) -> Option<SocketAddr> {
+        let both: Vec<Net> = nets
+            .iter()
+            .copied()
+            .filter(|net| self.nets.is_empty() || self.nets.contains(net))
+            .collect();
+        self.inner.feeler_candidate_in(&both)
+    }
     fn flush(&self) {
         self.inner.flush()
     }

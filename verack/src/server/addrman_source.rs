@@ -171,15 +171,32 @@ impl AddressSource for AddrManSource {
         self.lock().get_addr(max_count, max_pct, None, unix_now())
     }
 
+    /// A feeler candidate of any network (Tor, I2P and CJDNS as stand-ins).
     fn feeler_candidate(&self) -> Option<SocketAddr> {
+        self.feeler_candidate_in(&Net::ALL)
+    }
+
+    /// Core's feeler choice: a tried entry whose slot a newer address wants (if of `nets`),
+    /// else a new-table address selected within `nets`.
+    fn feeler_candidate_in(&self, nets: &[Net]) -> Option<SocketAddr> {
+        if nets.is_empty() {
+            return None;
+        }
+        let networks: Vec<AddrNetwork> = nets.iter().map(|&net| addr_network(net)).collect();
         let now = unix_now();
         let mut man = self.lock();
         man.resolve_collisions(now);
-        let (entry, _) = match man.select_tried_collision() {
-            Some(found) => found,
-            None => man.select(true, None, ServiceFlags::NONE, now)?,
-        };
-        server_key(&entry)
+        let collision = man.select_tried_collision().and_then(|(entry, _)| {
+            server_key(&entry)
+                .filter(|&k| super::dial::net_of_key(k).is_some_and(|n| nets.contains(&n)))
+        });
+        match collision {
+            Some(key) => Some(key),
+            None => {
+                let (entry, _) = man.select(true, Some(&networks), ServiceFlags::NONE, now)?;
+                server_key(&entry)
+            }
+        }
     }
 
     fn services_of(&self, addr: SocketAddr) -> Option<ServiceFlags> {
@@ -256,5 +273,18 @@ mod tests {
             .get(&onion.to_addrv2(), onion.port)
             .map(|info| info.in_tried);
         assert_eq!(tried, Some(true), "good() moved the onion entry to tried");
+    }
+
+    #[test]
+    fn feelers_are_chosen_within_the_reachable_networks() {
+        let (src, v4, onion) = source();
+        for _ in 0..20 {
+            assert_eq!(src.feeler_candidate_in(&[Net::Ipv4, Net::Ipv6]), Some(v4));
+            assert_eq!(
+                src.feeler_candidate_in(&[Net::Onion]),
+                Some(onion.stand_in())
+            );
+        }
+        assert_eq!(src.feeler_candidate_in(&[]), None);
     }
 }

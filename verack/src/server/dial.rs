@@ -193,6 +193,14 @@ pub trait AddressSource: Send + Sync + 'static {
         None
     }
 
+    /// A feeler candidate of the networks `nets` (those the dialer reaches); what the server
+    /// asks. The default filters [`feeler_candidate`](AddressSource::feeler_candidate); the
+    /// address manager selects within `nets` (Core's `Select(true, reachable networks)`).
+    fn feeler_candidate_in(&self, nets: &[crate::address::Net]) -> Option<SocketAddr> {
+        self.feeler_candidate()
+            .filter(|&a| net_of_key(a).is_some_and(|net| nets.contains(&net)))
+    }
+
     /// Persists what the source learned (called periodically and at shutdown).
     fn flush(&self) {}
 
@@ -242,6 +250,9 @@ impl<T: AddressSource> AddressSource for std::sync::Arc<T> {
     }
     fn feeler_candidate(&self) -> Option<SocketAddr> {
         (**self).feeler_candidate()
+    }
+    fn feeler_candidate_in(&self, nets: &[crate::address::Net]) -> Option<SocketAddr> {
+        (**self).feeler_candidate_in(nets)
     }
     fn flush(&self) {
         (**self).flush()

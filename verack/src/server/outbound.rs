@@ -324,10 +324,11 @@ pub(crate) async fn feeler_loop<H: PeerHandlers>(inner: Arc<Inner<H>>, mean: Dur
         if !full {
             continue;
         }
-        let Some(candidate) = inner.source.feeler_candidate() else {
+        let nets = inner.reachable_nets();
+        let Some(candidate) = inner.source.feeler_candidate_in(&nets) else {
             continue;
         };
-        if !reachable(&inner.reachable_nets(), candidate) {
+        if !reachable(&nets, candidate) {
             continue;
         }
         // Core's ThreadOpenConnections: feelers only to addresses that may have a useful
