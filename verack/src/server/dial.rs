@@ -80,9 +80,24 @@ pub trait Dialer: Send + Sync + 'static {
     /// the system resolver, no caching. Override to resolve elsewhere (or, in tests, to
     /// count lookups or move a name).
     ///
+    /// Tor and I2P names (`.onion`, `.i2p`) are never looked up (Core resolves them only
+    /// through a proxy, RFC 7686): the default refuses them with
+    /// [`io::ErrorKind::Unsupported`] before any query is sent. The server dials valid ones by
+    /// name through [`dial_peer`](Dialer::dial_peer) instead.
+    ///
     /// # Errors
     /// The lookup's error; an empty answer should be [`io::ErrorKind::NotFound`].
     fn resolve(&self, host: &str, port: u16) -> ResolveFuture {
+        let lower = host.to_ascii_lowercase();
+        if lower.ends_with(".onion") || lower.ends_with(".i2p") {
+            let error = io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{host}: Tor and I2P names are not looked up (dialled by name through a proxy)"
+                ),
+            );
+            return Box::pin(async move { Err(error) });
+        }
         let target = super::PeerTarget::Name {
             host: host.to_owned(),
             port,
@@ -344,6 +359,50 @@ pub fn pick_dials<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn onion_and_i2p_names_are_never_looked_up() {
+        for name in ["abc.onion", "X.ONION", "x.b32.i2p"] {
+            let err = TcpDialer.resolve(name, 8333).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_dial_peer_dials_ip_only() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Dialer for Count {
+            fn dial(&self, _: SocketAddr) -> DialFuture {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async { Err(io::ErrorKind::ConnectionRefused.into()) })
+            }
+        }
+        let d = Count(Default::default());
+        let onion: crate::address::PeerAddr =
+            "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333"
+                .parse()
+                .unwrap();
+        let Err(e) = d.dial_peer(&onion).await else {
+            panic!("dialled an onion peer over TCP")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        // An unknown stand-in is refused, never dialled as an IP.
+        let unknown: SocketAddr = "[fd87:d87e:eb43:400::1]:8333".parse().unwrap();
+        let Err(e) = dial_by_key(&d, unknown).await else {
+            panic!("dialled a stand-in")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert_eq!(d.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let _ = d.dial_peer(&"1.2.3.4:8333".parse().unwrap()).await;
+        let _ = dial_by_key(&d, onion.stand_in()).await;
+        assert_eq!(
+            d.0.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "only the IP"
+        );
+        assert!(d.reaches(crate::address::Net::Ipv6));
+        assert!(!d.reaches(crate::address::Net::Onion));
+    }
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
