@@ -127,6 +127,16 @@ pub fn kind_name(kind: ConnectionKind) -> &'static str {
     }
 }
 
+/// How a peer address reads in the log: as given, or for an onion/I2P/CJDNS peer (carried as a
+/// stand-in `SocketAddr`, [`verack::address::PeerAddr::stand_in`]) its real name, e.g.
+/// `xxx.onion:8333`.
+pub fn shown(addr: SocketAddr) -> String {
+    match verack::address::PeerAddr::from_stand_in(addr) {
+        Some(peer) => peer.to_string(),
+        None => addr.to_string(),
+    }
+}
+
 /// The line for a peer that connected; `count` peers are connected now, it included.
 pub fn connected_line(
     addr: SocketAddr,
@@ -157,6 +167,7 @@ fn peer_line(
         TransportKind::V2 => "v2",
         _ => "v1",
     };
+    let addr = shown(addr);
     format!(
         "peer connected: {addr} ({}, {transport}, {user_agent}, height {start_height}); {} connected",
         kind_name(kind),
@@ -171,6 +182,7 @@ pub fn gone_line(
     connected_for: Duration,
     count: usize,
 ) -> String {
+    let addr = shown(addr);
     format!(
         "peer gone: {addr} after {} ({reason}); {} connected",
         human::duration(connected_for),
@@ -206,17 +218,17 @@ pub fn handshake_reason(error: &HandshakeError) -> String {
 /// For an event that says an outbound attempt failed: what was tried and why it failed.
 pub fn failed_attempt(event: &PeerEvent) -> Option<(String, String)> {
     match event {
-        PeerEvent::DialFailed { addr, error } => Some((addr.to_string(), io_reason(error))),
+        PeerEvent::DialFailed { addr, error } => Some((shown(*addr), io_reason(error))),
         PeerEvent::HandshakeFailed {
             addr,
             direction: Direction::Outbound,
             error,
-        } => Some((addr.to_string(), handshake_reason(error))),
+        } => Some((shown(*addr), handshake_reason(error))),
         PeerEvent::Refused {
             addr,
             direction: Direction::Outbound,
             refusal,
-        } => Some((addr.to_string(), format!("refused: {refusal}"))),
+        } => Some((shown(*addr), format!("refused: {refusal}"))),
         PeerEvent::ResolveFailed { host, port, error } => Some((
             format!("{host}:{port}"),
             format!("host name lookup failed: {}", io_reason(error)),
@@ -348,6 +360,25 @@ mod tests {
             ),
             "peer gone: [2001:db8::1]:8333 after 5m12s (remote closed the connection); 3 peers connected"
         );
+    }
+
+    #[test]
+    fn onion_peers_read_by_their_name() {
+        let onion = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333";
+        let stand_in = verack::address::PeerAddr::parse_with_port(onion, 8333)
+            .unwrap()
+            .stand_in();
+        assert_eq!(shown(stand_in), onion);
+        let refused = PeerEvent::DialFailed {
+            addr: stand_in,
+            error: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        };
+        assert_eq!(failed_attempt(&refused).unwrap().0, onion);
+        assert!(
+            gone_line(stand_in, &DisconnectReason::RemoteClosed, Duration::ZERO, 0)
+                .starts_with(&format!("peer gone: {onion} "))
+        );
+        assert_eq!(shown(a("1.2.3.4:8333")), "1.2.3.4:8333");
     }
 
     #[test]
