@@ -301,3 +301,30 @@ async fn a_manual_onion_peer_is_dialled_by_name_not_looked_up() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn an_addr_fetch_to_an_onion_name_goes_to_the_proxy_not_the_resolver() {
+    use verack::server::{AddrFetchError, PeerTarget};
+    let onion: PeerAddr = ONION.parse().unwrap();
+    let (proxy, request) = refusing_socks5().await;
+    let server = Server::new(server_config(0), handlers())
+        .with_dialer(NetworkDialer::new().with_onion_proxy(Some(Socks5Dialer::new(proxy))));
+    let shutdown = CancellationToken::new();
+    server.start(shutdown.clone()).await.unwrap();
+    let target = PeerTarget::parse(ONION, 18444).unwrap();
+    let result = tokio::time::timeout(WITHIN, server.addr_fetch(target))
+        .await
+        .expect("the addr-fetch ends within 20 s");
+    match result {
+        Err(AddrFetchError::Dial(error)) => {
+            assert_eq!(error.kind(), std::io::ErrorKind::HostUnreachable)
+        }
+        other => panic!("expected the proxy's refusal as a dial error, got {other:?}"),
+    }
+    let (atyp, host, port) = request.await.unwrap();
+    assert_eq!(
+        (atyp, String::from_utf8(host).unwrap(), port),
+        (3, onion.host.to_string(), 8333)
+    );
+    shutdown.cancel();
+}

@@ -141,6 +141,16 @@ async fn fetch_name<H: PeerHandlers>(
     host: &str,
     port: u16,
 ) -> AddrFetchResult {
+    // A Tor or I2P name is never looked up: its stand-in goes to the dialer, whose
+    // `dial_peer` hands the name to the proxy (or refuses it when no route exists), as for
+    // persistent peers.
+    if let Ok(peer) = format!("{host}:{port}").parse::<crate::address::PeerAddr>() {
+        if peer.host.ip().is_none() {
+            let (tx, rx) = oneshot::channel();
+            let _ = start_addr(inner, peer.stand_in(), tx);
+            return rx.await.unwrap_or(Err(AddrFetchError::NotRunning));
+        }
+    }
     let timed_out =
         || std::io::Error::new(std::io::ErrorKind::TimedOut, "host name lookup timed out");
     let looked_up = tokio::select! {
