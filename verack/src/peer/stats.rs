@@ -127,7 +127,10 @@ impl Counters {
 pub struct PeerStats {
     /// The peer's id, unique within the process.
     pub id: PeerId,
-    /// The remote socket address.
+    /// The remote socket address. For a Tor, I2P or CJDNS peer reached through a proxy this is
+    /// its [stand-in](crate::address::PeerAddr::stand_in) in `fd87:d87e:eb43::/48`;
+    /// [`PeerAddr::from_stand_in`](crate::address::PeerAddr::from_stand_in) gives the real
+    /// address (e.g. `xxx.onion:8333`).
     pub remote: SocketAddr,
     /// Our end of the socket (Core's `addrbind`), when the stream is TCP: a
     /// [`tokio::net::TcpStream`] or a server [`Connection`](crate::server::Connection) over
