@@ -132,9 +132,11 @@ async fn run(settings: Settings) -> Result<(), NodeError> {
         path: dir.clone(),
         source,
     })?;
+    // One node per data directory, as Core's .lock, taken before anything in it is touched
+    // and held until the process exits (also past a shutdown timeout that leaves the store
+    // writer running; the kernel releases it with the process).
+    std::mem::forget(datadir_lock::DatadirLock::acquire(dir)?);
     probe_writable(dir)?;
-    // One node per data directory, as Core's .lock; held until the node exits.
-    let _lock = datadir_lock::DatadirLock::acquire(dir)?;
     // A custom signet (--signetchallenge): its own magic (BIP325), minimum chain work 0.
     let mut params = match &settings.signet_challenge {
         Some(challenge) => ChainParams::custom_signet(challenge),

@@ -19,7 +19,7 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Work};
 use hashbrown::HashTable;
 
-use super::pow::{add_work, block_proof};
+use super::pow::{add_work, block_proof, mul_work};
 
 /// Headers per chunk: 16,384 × 80 bytes = 1.25 MiB.
 const CHUNK: usize = 1 << 14;
@@ -101,8 +101,16 @@ impl Archive {
         let offset = height - self.base;
         let mark = offset / WORK_STRIDE;
         let mut work = self.work[mark as usize];
-        for h in self.base + mark * WORK_STRIDE + 1..=height {
-            work = add_work(work, block_proof(self.header(h).bits));
+        // Runs of equal `bits` (a whole difficulty period on mainnet) cost one proof and one
+        // multiplication: at most 63 headers are read, and a proof is computed per run.
+        let mut h = self.base + mark * WORK_STRIDE + 1;
+        while h <= height {
+            let bits = self.header(h).bits;
+            let start = h;
+            while h <= height && self.header(h).bits == bits {
+                h += 1;
+            }
+            work = add_work(work, mul_work(block_proof(bits), u64::from(h - start)));
         }
         work
     }
@@ -239,6 +247,39 @@ mod tests {
             assert_eq!(a.work(height), expect, "height {height}");
         }
         assert_eq!(a.find(&BlockHash::all_zeros()), None);
+    }
+
+    #[test]
+    fn work_sums_runs_of_mixed_bits_exactly() {
+        // Bits change every 5 headers (and every header in places), as testnet's
+        // minimum-difficulty blocks do: the run-length sum must equal the plain sum.
+        let mut prev = BlockHash::all_zeros();
+        let headers: Vec<(Header, BlockHash)> = (0..300u32)
+            .map(|i| {
+                let bits = match (i / 5 % 3, i % 7) {
+                    (_, 0) => 0x1d00_ffff,
+                    (0, _) => 0x207f_ffff,
+                    (1, _) => 0x1c0f_ffff,
+                    _ => 0x1b04_864c,
+                };
+                let h = Header {
+                    version: Version::from_consensus(4),
+                    prev_blockhash: prev,
+                    merkle_root: TxMerkleNode::all_zeros(),
+                    time: 1_600_000_000 + i,
+                    bits: CompactTarget::from_consensus(bits),
+                    nonce: i,
+                };
+                prev = h.block_hash();
+                (h, prev)
+            })
+            .collect();
+        let a = filled(3, &headers);
+        let mut expect = Work::from_le_bytes([0; 32]);
+        for (i, (h, _)) in headers.iter().enumerate() {
+            expect = add_work(expect, block_proof(h.bits));
+            assert_eq!(a.work(3 + i as u32), expect, "height {}", 3 + i);
+        }
     }
 
     #[test]

@@ -178,6 +178,13 @@ pub enum HeaderError {
         /// Height of the ancestor the rule needed.
         needed: u32,
     },
+    /// The header would be above height `i32::MAX` (Core's heights are `int`); reachable only
+    /// from a trusted start placed just below it.
+    #[error("header {hash} would be above height {max}", max = i32::MAX)]
+    HeightTooLarge {
+        /// The header's hash.
+        hash: BlockHash,
+    },
 }
 
 /// Whether each header of a `headers` message builds on the one before it (the first may

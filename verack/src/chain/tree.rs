@@ -265,6 +265,9 @@ impl HeaderTree {
                     prev: header.prev_blockhash,
                 });
             }
+            if archive.end() > i32::MAX as u32 {
+                return Err(HeaderError::HeightTooLarge { hash });
+            }
             work = add_work(work, block_proof(header.bits));
             archive.push(header, hash, work);
             top = hash;
@@ -295,7 +298,9 @@ impl HeaderTree {
     /// difficulty and time reads only nodes). Only memory and speed depend on it; tests set it
     /// low to exercise the archive.
     pub fn set_recent_headers(&mut self, n: u32) {
-        self.recent = n.max(1);
+        // Capped so that `recent` plus a batch never overflows; more than 2^31 headers never
+        // exist (heights are at most `i32::MAX`).
+        self.recent = n.clamp(1, i32::MAX as u32);
         self.freeze();
     }
 
@@ -548,6 +553,9 @@ impl HeaderTree {
                 prev: header.prev_blockhash,
             });
         };
+        if self.height_of(parent) >= i32::MAX as u32 {
+            return Err(HeaderError::HeightTooLarge { hash });
+        }
         self.check(header, hash, parent, now)?;
         let (height, work) = (self.height_of(parent) + 1, self.work_of(parent));
         let id = self.insert(*header, hash, parent, height, work);
@@ -934,7 +942,7 @@ impl HeaderTree {
     fn freeze(&mut self) {
         let batch = (DEFAULT_RECENT_HEADERS / 2).min(self.recent);
         let held = self.active.len() as u32;
-        if held <= self.recent + batch {
+        if held <= self.recent.saturating_add(batch) {
             return;
         }
         let count = (held - self.recent) as usize;
@@ -1242,6 +1250,52 @@ mod tests {
             assert_same(&small, &full, &known);
         }
         assert!(small.archived_len() > 20, "{}", small.archived_len());
+    }
+
+    #[test]
+    fn a_window_larger_than_any_chain_archives_nothing() {
+        let mut tree = regtest(1000);
+        tree.set_recent_headers(u32::MAX);
+        let genesis = tree.tip().hash;
+        extend(&mut tree, genesis, 3, 0);
+        assert_eq!(tree.archived_len(), 0);
+        assert_eq!(tree.height(), 3);
+    }
+
+    #[test]
+    fn no_header_goes_above_height_i32_max() {
+        let mut source = regtest(1000);
+        let genesis = source.tip().hash;
+        let hashes = extend(&mut source, genesis, 4, 0);
+        let headers: Vec<Header> = (0..=4).map(|h| source.header_at(h).unwrap()).collect();
+        let start = i32::MAX as u32 - 1;
+        let zero = Work::from_le_bytes([0; 32]);
+        // Trusted headers up to i32::MAX are fine; one more is refused.
+        let mut tree = HeaderTree::with_trusted_start(
+            source.params().clone(),
+            start,
+            zero,
+            headers[0],
+            headers[1..2].iter().copied(),
+        )
+        .unwrap();
+        tree.set_recent_headers(1);
+        assert_eq!(tree.height(), i32::MAX as u32);
+        assert_eq!(tree.hash_at(i32::MAX as u32), Some(hashes[0]));
+        let err = tree.accept(&headers[2..3], NOW).unwrap_err();
+        assert!(
+            matches!(err.error, HeaderError::HeightTooLarge { .. }),
+            "{err}"
+        );
+        let err = HeaderTree::with_trusted_start(
+            source.params().clone(),
+            start,
+            zero,
+            headers[0],
+            headers[1..4].iter().copied(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, HeaderError::HeightTooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -179,8 +179,7 @@ impl SyncManager {
             start_height: p.info.start_height,
             best_known: p
                 .best_known
-                .and_then(|h| self.tree.get(&h))
-                .map(|e| (e.hash, e.height)),
+                .and_then(|h| Some((h, self.tree.height_of_hash(&h)?))),
             best_sent: p.best_sent,
             sync_started: p.sync_started,
             sync_deadline: p.sync_deadline.map(|(d, _)| d),
@@ -340,7 +339,7 @@ impl SyncManager {
                 } else {
                     tracing::debug!(
                         peer = id.0,
-                        height = self.tree.get(&first_prev).map_or(0, |s| s.height)
+                        height = self.tree.height_of_hash(&first_prev).unwrap_or(0)
                             + headers.len() as u32,
                         "ignoring low-work chain"
                     );
@@ -382,10 +381,10 @@ impl SyncManager {
         let accepted = error.as_ref().map_or(headers.len(), |(index, _)| *index);
         if accepted > 0 {
             let last = headers[accepted - 1].block_hash();
-            if let Some(entry) = self.tree.get(&last) {
+            if let Some(height) = self.tree.height_of_hash(&last) {
                 self.best_known_height = self
                     .best_known_height
-                    .max(i32::try_from(entry.height).unwrap_or(i32::MAX));
+                    .max(i32::try_from(height).unwrap_or(i32::MAX));
             }
             self.update_availability(id, last, out);
         }
@@ -475,20 +474,30 @@ impl SyncManager {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let Some(entry) = self.tree.get(&hash) else {
+        let Some(height) = self.tree.height_of_hash(&hash) else {
             p.last_unknown = Some(hash);
             return;
         };
-        let better = p
-            .best_known
-            .and_then(|b| self.tree.get(&b))
-            .is_none_or(|b| entry.chain_work >= b.chain_work);
-        if better && p.best_known != Some(hash) {
+        if p.best_known == Some(hash) {
+            return;
+        }
+        // On the active chain work grows with height, so two active headers compare by height
+        // (one hash lookup each: a deep header's chain work is summed on demand, and a peer
+        // can name 50,000 of them in one inv). Anything else compares chain work.
+        let better = match p.best_known {
+            None => true,
+            Some(best) if self.tree.is_active(&hash) && self.tree.is_active(&best) => self
+                .tree
+                .height_of_hash(&best)
+                .is_none_or(|best_height| height >= best_height),
+            Some(best) => match (self.tree.get(&hash), self.tree.get(&best)) {
+                (Some(entry), Some(best)) => entry.chain_work >= best.chain_work,
+                _ => true,
+            },
+        };
+        if better {
             p.best_known = Some(hash);
-            out.push(Action::PeerBestHeight {
-                peer: id,
-                height: entry.height,
-            });
+            out.push(Action::PeerBestHeight { peer: id, height });
         }
     }
 

@@ -12,37 +12,42 @@ pub(crate) const MAX_FORK_WALK: usize = 2016;
 
 /// The fork headers from `hash` down to (not including) the active chain, tip first, and the
 /// height of the active header they build on. `None` if `hash` is unknown, or the branch is
-/// longer than `max_walk` or broken (a parent missing).
+/// longer than `max_walk` or broken (a parent missing). Active headers are only looked up
+/// (never read in full): a fork header is always a recent node, cheap to read.
 fn branch(tree: &HeaderTree, hash: &BlockHash, max_walk: usize) -> Option<(Vec<HeaderEntry>, u32)> {
-    let mut entry = tree.get(hash)?;
     let mut out = Vec::new();
-    while !tree.is_active(&entry.hash) {
+    let mut cur = *hash;
+    loop {
+        if tree.is_active(&cur) {
+            return Some((out, tree.height_of_hash(&cur)?));
+        }
         if out.len() >= max_walk {
             return None;
         }
-        let prev = entry.header.prev_blockhash;
+        let entry = tree.get(&cur)?;
+        cur = entry.header.prev_blockhash;
         out.push(entry);
-        entry = tree.get(&prev)?;
     }
-    Some((out, entry.height))
 }
 
 /// The hash of the header at `height` on the chain ending at `hash`, walking at most
 /// [`MAX_FORK_WALK`] fork headers (Core's `CBlockIndex::GetAncestor`). `None` if `hash` is
 /// unknown, `height` is above it or below the tree's start, or the walk is too long.
 pub(crate) fn ancestor(tree: &HeaderTree, hash: &BlockHash, height: u32) -> Option<BlockHash> {
-    let mut entry = tree.get(hash)?;
-    if entry.height < height || height < tree.start_height() {
+    let mut cur = *hash;
+    let mut cur_height = tree.height_of_hash(&cur)?;
+    if cur_height < height || height < tree.start_height() {
         return None;
     }
     for _ in 0..=MAX_FORK_WALK {
-        if entry.height == height {
-            return Some(entry.hash);
+        if cur_height == height {
+            return Some(cur);
         }
-        if tree.is_active(&entry.hash) {
+        if tree.is_active(&cur) {
             return tree.hash_at(height);
         }
-        entry = tree.get(&entry.header.prev_blockhash)?;
+        cur = tree.get(&cur)?.header.prev_blockhash;
+        cur_height -= 1;
     }
     None
 }
@@ -65,17 +70,17 @@ pub(crate) fn locator(tree: &HeaderTree, hash: &BlockHash) -> Vec<BlockHash> {
     let Some((fork, fork_height)) = branch(tree, hash, tree.fork_header_count() + 1) else {
         return tree.locator();
     };
-    let Some(start) = tree.get(hash) else {
+    let Some(start_height) = tree.height_of_hash(hash) else {
         return tree.locator();
     };
     let base = tree.start_height();
     let mut out = Vec::with_capacity(32);
-    let mut height = start.height;
+    let mut height = start_height;
     let mut step = 1u32;
     loop {
         let entry = if height > fork_height {
             // fork[0] is at start.height, fork[i] at start.height - i.
-            fork.get((start.height - height) as usize).map(|e| e.hash)
+            fork.get((start_height - height) as usize).map(|e| e.hash)
         } else {
             tree.hash_at(height)
         };
