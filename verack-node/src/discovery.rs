@@ -311,7 +311,7 @@ async fn query_dns_seeds(
             addr_fetch(query.seed.clone(), port);
             continue;
         }
-        let source = query.entries[0].addr.clone();
+        let source = query.source();
         let added = addrman.lock().add(&query.entries, &source, 0, now);
         tracing::debug!(seed = %query.seed, host = %query.host, found = query.entries.len(), added, "DNS seed answered");
         total += added;

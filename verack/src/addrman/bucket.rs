@@ -23,18 +23,37 @@ const NET_IPV6: u8 = 2;
 const NET_ONION: u8 = 3;
 const NET_I2P: u8 = 4;
 const NET_CJDNS: u8 = 5;
+/// Core's `NET_INTERNAL`: a name standing in as an address (a DNS seed as a source).
+const NET_INTERNAL: u8 = 6;
+
+/// Core's `INTERNAL_IN_IPV6_PREFIX` (`fd6b:88c0:8724::/48`): an internal address is this plus
+/// 10 bytes of the SHA-256 of its name (Core's `CNetAddr::SetInternal`).
+pub const INTERNAL_IN_IPV6_PREFIX: [u8; 6] = [0xfd, 0x6b, 0x88, 0xc0, 0x87, 0x24];
+
+/// The internal address for `name` (Core's `CNetAddr::SetInternal`): the address-manager
+/// source of what a DNS seed answered, so that each seed's answers share one source group of
+/// their own, whatever IPs the seed hands out (Core's `ThreadDNSAddressSeed` passes the
+/// seed's host name this way). An IPv6 address in [`INTERNAL_IN_IPV6_PREFIX`]; never
+/// stored as a peer address (it is not routable).
+pub fn internal_source(name: &str) -> AddrV2 {
+    let hash = bitcoin::hashes::sha256::Hash::hash(name.as_bytes());
+    let mut octets = [0u8; 16];
+    octets[..6].copy_from_slice(&INTERNAL_IN_IPV6_PREFIX);
+    octets[6..].copy_from_slice(&hash.as_byte_array()[..10]);
+    AddrV2::Ipv6(std::net::Ipv6Addr::from(octets))
+}
 
 /// A group key: Core's `GetGroup` bytes (network class, then a prefix). At most 6 bytes
 /// (IPv6 in Hurricane Electric's /36).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Group {
-    bytes: [u8; 6],
+    bytes: [u8; 11],
     len: u8,
 }
 
 impl Group {
     pub(crate) fn new(bytes: &[u8]) -> Group {
-        let mut out = [0u8; 6];
+        let mut out = [0u8; 11];
         out[..bytes.len()].copy_from_slice(bytes);
         Group {
             bytes: out,
@@ -133,6 +152,12 @@ pub(crate) fn is_storable(addr: &AddrV2, allow_local: bool) -> bool {
 pub(crate) fn group_of(addr: &AddrV2, allow_local: bool) -> Group {
     match normalize(addr) {
         AddrV2::Ipv4(v4) => ip_group(IpAddr::V4(v4), allow_local),
+        AddrV2::Ipv6(v6) if v6.octets()[..6] == INTERNAL_IN_IPV6_PREFIX => {
+            // Core: every internal address is its own group (the 10 bytes after the prefix).
+            let mut key = [NET_INTERNAL; 11];
+            key[1..].copy_from_slice(&v6.octets()[6..]);
+            Group::new(&key)
+        }
         AddrV2::Ipv6(v6) => ip_group(IpAddr::V6(v6), allow_local),
         AddrV2::TorV3(k) => Group::new(&[NET_ONION, k[0] | 0x0f]),
         AddrV2::I2p(k) => Group::new(&[NET_I2P, k[0] | 0x0f]),
@@ -305,6 +330,26 @@ mod tests {
     /// unroutable (Core's tests use 250.0.0.0/8, which Core routes).
     fn core_v4_group(a: u8, b: u8) -> Group {
         Group::new(&[NET_IPV4, a, b])
+    }
+
+    #[test]
+    fn internal_sources_are_a_group_each_as_core() {
+        let a = internal_source("x9.seed.bitcoin.sipa.be");
+        let b = internal_source("x9.dnsseed.bluematt.me");
+        let AddrV2::Ipv6(v6) = a else {
+            panic!("internal sources are IPv6")
+        };
+        assert_eq!(v6.octets()[..6], INTERNAL_IN_IPV6_PREFIX);
+        // Core's SetInternal: the first 10 bytes of SHA-256(name).
+        let hash = bitcoin::hashes::sha256::Hash::hash(b"x9.seed.bitcoin.sipa.be");
+        assert_eq!(v6.octets()[6..], hash.as_byte_array()[..10]);
+        assert_eq!(internal_source("x9.seed.bitcoin.sipa.be"), a);
+        let (ga, gb) = (group_of(&a, false), group_of(&b, false));
+        assert_ne!(ga.as_bytes(), gb.as_bytes());
+        assert_eq!(ga.as_bytes().len(), 11);
+        assert_eq!(ga.as_bytes()[0], NET_INTERNAL);
+        // Not a storable peer address.
+        assert!(!is_storable(&a, false));
     }
 
     #[test]

@@ -71,7 +71,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::debug;
 
-pub use bucket::network_of;
+pub use bucket::{internal_source, network_of, INTERNAL_IN_IPV6_PREFIX};
 pub use persist::{AddrManError, FORMAT_VERSION, MAGIC};
 
 use bucket::{

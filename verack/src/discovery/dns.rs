@@ -86,6 +86,14 @@ pub struct SeedQuery {
 }
 
 impl SeedQuery {
+    /// The address-manager source of [`entries`](Self::entries): the internal address of the
+    /// looked-up name ([`internal_source`](crate::addrman::internal_source) of
+    /// [`host`](Self::host)), as Core's `ThreadDNSAddressSeed`, so each seed is a source group
+    /// of its own whatever IPs it hands out.
+    pub fn source(&self) -> bitcoin::p2p::address::AddrV2 {
+        crate::addrman::internal_source(&self.host)
+    }
+
     /// Whether Core would now make an addr-fetch connection to the seed's plain name
     /// (`AddAddrFetch(seed)`): the filtered lookup gave no address.
     pub fn addr_fetch(&self) -> bool {
@@ -194,6 +202,10 @@ mod tests {
         .await;
         assert_eq!(asked.lock().unwrap().as_slice(), ["x9.seed.example"]);
         assert_eq!(q.host, "x9.seed.example");
+        assert_eq!(
+            q.source(),
+            crate::addrman::internal_source("x9.seed.example")
+        );
         assert_eq!(q.entries.len(), 1);
         assert!(!q.addr_fetch());
 
