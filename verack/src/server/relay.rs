@@ -29,16 +29,22 @@ const MAX_RELAYED_REMEMBERED: usize = 10_000;
 /// requestor's network class and the local socket it reached us on.
 pub(crate) type AddrCacheKey = (NetClass, Option<SocketAddr>);
 
-/// Core's `GetNetClass` for an IP peer: local and non-routable addresses form one class, and
-/// IPv6 carrying IPv4 (6to4, Teredo) counts as IPv4.
+/// Core's `GetNetClass` for a peer: local and non-routable addresses form one class, IPv6
+/// carrying IPv4 (6to4, Teredo) counts as IPv4, and a Tor, I2P or CJDNS peer (a
+/// [stand-in](crate::address::stand_in)) is its own network, by BIP155 id, so its `getaddr`
+/// answer is cached apart from IPv6's (Core keys the cache by `ConnectedThroughNetwork`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum NetClass {
     Unroutable,
     Ipv4,
     Ipv6,
+    Other(u8),
 }
 
 fn net_class(ip: IpAddr) -> NetClass {
+    if let Some((id, _)) = crate::address::stand_in::stand_in_parts(ip) {
+        return NetClass::Other(id);
+    }
     match netgroup(ip) {
         NetGroup::Local | NetGroup::Unroutable => NetClass::Unroutable,
         NetGroup::Ipv4(_) => NetClass::Ipv4,
@@ -286,5 +292,24 @@ impl<H: PeerHandlers> MessageHandler for ServerHandler<H> {
             _ => {}
         }
         self.user.on_message(peer, message).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onion_peers_have_their_own_getaddr_cache_class() {
+        let onion: crate::address::PeerAddr =
+            "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion:8333"
+                .parse()
+                .unwrap();
+        let class = net_class(onion.stand_in().ip());
+        assert!(matches!(class, NetClass::Other(_)), "{class:?}");
+        assert_ne!(class, NetClass::Ipv6);
+        assert_eq!(net_class("2a01:4f8::1".parse().unwrap()), NetClass::Ipv6);
+        assert_eq!(net_class("8.8.8.8".parse().unwrap()), NetClass::Ipv4);
+        assert_eq!(net_class("10.0.0.1".parse().unwrap()), NetClass::Unroutable);
     }
 }
