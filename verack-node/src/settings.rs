@@ -80,8 +80,9 @@ pub struct Args {
     #[arg(long, value_name = "HEX")]
     pub min_chain_work: Option<String>,
     /// Dial every outbound peer through this SOCKS5 proxy (IP[:PORT] or HOST[:PORT], port
-    /// 9050 by default; 0 for none), as Core's -proxy. With it, DNS seeds are not asked and
-    /// the node does not listen unless --listen is given.
+    /// 9050 by default; 0 for none), as Core's -proxy. With it, DNS seeds are asked by name
+    /// through the proxy (never looked up locally) and the node does not listen unless
+    /// --listen is given.
     #[arg(long, value_name = "ADDR|0")]
     pub proxy: Option<String>,
     /// A separate SOCKS5 proxy for Tor onion peers (default: --proxy); 0 to reach none, as
