@@ -25,6 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
 mod core;
+mod microsocks;
 mod process;
 mod verack_node;
 mod wait;
@@ -33,6 +34,7 @@ pub use crate::core::{
     core_dir, BitcoinCore, CORE_DIR_ENV, CORE_LOG_TAIL_LINES, CORE_MINING_DESCRIPTOR,
     CORE_RPC_PASSWORD, CORE_RPC_USER, CORE_START_TIMEOUT, CORE_STOP_TIMEOUT,
 };
+pub use crate::microsocks::{Microsocks, MICROSOCKS_SOURCE_IP, MICROSOCKS_START_TIMEOUT};
 pub use crate::process::{file_tail, scratch_dir};
 pub use crate::verack_node::{
     VerackNode, VERACK_LOG_TAIL_LINES, VERACK_START_TIMEOUT, VERACK_STOP_TIMEOUT,

@@ -3,83 +3,22 @@
 //! microsocks binds its outgoing connections to 127.0.0.2 (`-b`), so Core's `getpeerinfo`
 //! shows whether a connection came through the proxy (127.0.0.2) or directly (127.0.0.1).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use verack_testkit::{free_port, wait_for, BitcoinCore, VerackNode};
+use verack_testkit::{
+    free_port, wait_for, BitcoinCore, Microsocks, VerackNode, MICROSOCKS_SOURCE_IP,
+};
 
-/// Where microsocks's outgoing connections come from.
-const PROXY_SOURCE_IP: &str = "127.0.0.2";
 const WITHIN: Duration = Duration::from_secs(30);
 
 fn verack_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_verack"))
 }
 
-/// A running `microsocks` on `127.0.0.1:<free port>` without authentication, killed when
-/// dropped. Its log (stderr) has one `client[N] IP: connected to HOST:PORT` line per tunnel.
-struct Microsocks {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Microsocks {
-    /// # Panics
-    /// When microsocks is not installed (says what to install) or does not listen in 5 s.
-    async fn start() -> Microsocks {
-        if let Err(e) = Command::new("microsocks").arg("-h").output() {
-            panic!("cannot run microsocks ({e}): install it (Debian: apt-get install microsocks; .ci/run does)");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("microsocks.log");
-        let port = free_port().await;
-        let child = Command::new("microsocks")
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-b",
-                PROXY_SOURCE_IP,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("microsocks starts");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let proxy = Microsocks {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        };
-        wait_for("microsocks to listen", Duration::from_secs(5), || async {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-        })
-        .await;
-        proxy
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Microsocks {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn connect_through_the_proxy_reaches_core_only_through_it() {
-    let (core, proxy) = tokio::join!(BitcoinCore::start(), Microsocks::start());
+    let (core, proxy) = tokio::join!(BitcoinCore::start(), Microsocks::start(&[]));
     core.mine(5).await;
     let node = VerackNode::start(
         verack_bin(),
@@ -96,7 +35,7 @@ async fn connect_through_the_proxy_reaches_core_only_through_it() {
         .await;
     let from = entry["addr"].as_str().unwrap();
     assert!(
-        from.starts_with(&format!("{PROXY_SOURCE_IP}:")),
+        from.starts_with(&format!("{MICROSOCKS_SOURCE_IP}:")),
         "Core sees verack at {from}, not at the proxy's outgoing address"
     );
     assert_eq!(entry["inbound"], true);
@@ -104,7 +43,7 @@ async fn connect_through_the_proxy_reaches_core_only_through_it() {
     for peer in core.peer_info().await {
         let addr = peer["addr"].as_str().unwrap_or("");
         assert!(
-            addr.starts_with(PROXY_SOURCE_IP),
+            addr.starts_with(MICROSOCKS_SOURCE_IP),
             "direct connection: {peer}"
         );
     }
@@ -170,7 +109,7 @@ fn network<'a>(info: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 
 #[tokio::test]
 async fn getnetworkinfo_names_each_networks_proxy_as_core() {
-    let proxy = Microsocks::start().await;
+    let proxy = Microsocks::start(&[]).await;
     // Connect-only, to a loopback port where nothing listens: nothing is learned or reached.
     let nobody = free_port().await;
     let onion_port = free_port().await;

@@ -9,9 +9,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use verack_testkit::Microsocks;
 
 use bitcoin::p2p::ServiceFlags;
 use common::*;
@@ -130,55 +130,6 @@ async fn an_onion_candidate_goes_to_the_onion_proxy_by_name_and_its_refusal_is_t
     shutdown.cancel();
 }
 
-/// A `microsocks` on `127.0.0.1:<free port>`, killed when dropped.
-struct Microsocks {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Microsocks {
-    async fn start() -> Microsocks {
-        if let Err(e) = Command::new("microsocks").arg("-h").output() {
-            panic!("cannot run microsocks ({e}): install it (Debian: apt-get install microsocks; .ci/run does)");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("microsocks.log");
-        let port = verack_testkit::free_port().await;
-        let child = Command::new("microsocks")
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("microsocks starts");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let proxy = Microsocks {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        };
-        verack_testkit::wait_for("microsocks to listen", Duration::from_secs(5), || async {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-        })
-        .await;
-        proxy
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Microsocks {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Records every dial and delegates to a [`NetworkDialer`].
 struct Recording {
     inner: NetworkDialer,
@@ -220,7 +171,7 @@ async fn listening_peer() -> SocketAddr {
 
 #[tokio::test]
 async fn without_an_onion_proxy_the_onion_candidate_is_never_dialled() {
-    let socks = Microsocks::start().await;
+    let socks = Microsocks::start(&[]).await;
     let onion: PeerAddr = ONION.parse().unwrap();
     let ip_peer = listening_peer().await;
     // As the node with --proxy and --onion=0: IP through microsocks, Tor unreachable.

@@ -4,8 +4,6 @@
 //! tells a proxied connection (from 127.0.0.2) from a direct one (from 127.0.0.1).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bitcoin::Network;
@@ -13,76 +11,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use verack::peer::{BoxError, IgnoreMessages, Peer, PeerConfig};
 use verack::proxy::{seed, Credentials, ReplyCode, Socks5Dialer, Socks5Error, Target};
-use verack_testkit::{free_port, wait_for, BitcoinCore};
+use verack_testkit::{free_port, BitcoinCore, Microsocks, MICROSOCKS_SOURCE_IP};
 
-/// Where microsocks's outgoing connections come from.
-const PROXY_SOURCE_IP: &str = "127.0.0.2";
 const WITHIN: Duration = Duration::from_secs(20);
-
-/// A running `microsocks` on `127.0.0.1:<free port>`, killed when dropped.
-struct Microsocks {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Microsocks {
-    /// Starts microsocks with `extra` arguments (e.g. `-u user -P password`); outgoing
-    /// connections bound to [`PROXY_SOURCE_IP`]. Waits up to 5 s for it to accept.
-    ///
-    /// # Panics
-    /// When microsocks is not installed (says what to install) or does not listen.
-    async fn start(extra: &[&str]) -> Microsocks {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("microsocks.log");
-        let port = free_port().await;
-        if let Err(e) = Command::new("microsocks").arg("-h").output() {
-            panic!("cannot run microsocks ({e}): install it (Debian: apt-get install microsocks; .ci/run does)");
-        }
-        let child = Command::new("microsocks")
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-b",
-                PROXY_SOURCE_IP,
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // Its log (unbuffered stderr): one line per tunnel.
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("microsocks starts");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let proxy = Microsocks {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        };
-        wait_for("microsocks to listen", Duration::from_secs(5), || async {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-        })
-        .await;
-        proxy
-    }
-
-    /// What microsocks printed so far (one `client[N] IP: connected to HOST:PORT` line per
-    /// tunnel).
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Microsocks {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Handshakes with Core at `core` over a tunnel from `dialer`, keeps the peer running until
 /// `cancel`, and returns Core's `getpeerinfo` entry for it.
@@ -104,7 +35,7 @@ async fn handshake_through(
     core.wait_for_peer("a handshaked peer from the proxy", WITHIN, |p| {
         p["addr"]
             .as_str()
-            .is_some_and(|a| a.starts_with(&format!("{PROXY_SOURCE_IP}:")))
+            .is_some_and(|a| a.starts_with(&format!("{MICROSOCKS_SOURCE_IP}:")))
             && BitcoinCore::handshaked(p)
     })
     .await
