@@ -426,7 +426,7 @@ fn proxied<H: verack::server::PeerHandlers>(server: Server<H>, settings: &Settin
         Some(onion) => {
             tracing::info!(%onion, randomize = settings.proxy_randomize, "onion peers are dialled through the SOCKS5 proxy, by name")
         }
-        None => tracing::info!("onion peers are not reachable (no --proxy or --onion)"),
+        None => tracing::debug!("onion peers are not reachable (no --proxy or --onion)"),
     }
     server.with_dialer(dialer)
 }
